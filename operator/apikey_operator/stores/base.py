@@ -1,0 +1,208 @@
+"""The one small interface every secret-manager backend implements.
+
+A store entry belongs to exactly one ApiKey (namespace, name, uid). It holds
+numbered key versions and three pointers, the AWS rotation model:
+
+* ``pending``: written by step 1 (create), not yet promoted;
+* ``current``: the key consumers should use;
+* ``previous``: the key that was current before the last rotation, valid until
+  ``previous_valid_until``; revoked (destroyed) by step 4 (expire).
+
+Every version is stored as a JSON document (`VersionDocument`) so that the
+bookkeeping a rotation needs travels with the key, whatever the backend. The
+pointers, the owner's uid and the handled trigger tokens live in the backend's
+own metadata (a Secret annotation, Vault KV custom metadata, AWS staging
+labels and tags).
+
+Every method is idempotent: running it twice has the effect of running it
+once, which is what makes a crash between two rotation steps converge.
+Writes refuse to touch an entry owned by anybody else (`StoreConflict`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from apikey_operator.keys import KeyFormat
+
+MANAGED_BY = "apikey-operator"
+
+
+class StoreError(Exception):
+    """A store operation failed. Messages never contain key material."""
+
+
+class StoreUnavailable(StoreError):
+    """Transient: timeouts, refused connections, 5xx, throttling, a sealed Vault.
+
+    `retry_after` is the backend's hint in seconds, if it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreConflict(StoreError):
+    """The entry at the derived path was not created for this ApiKey: never touch it."""
+
+
+class StoreConfigError(StoreError):
+    """The store's configuration is invalid; raised at operator start-up."""
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Which ApiKey an entry belongs to. Namespace and name are DNS-safe by the time they get here."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class VersionDocument:
+    """One stored key version: the key and the facts a rotation needs about it."""
+
+    version: int
+    key: str = field(repr=False)
+    created_at: datetime
+    key_format: KeyFormat
+    scopes: tuple[str, ...] = ()
+    # Trigger tokens (e.g. {"rotate": "2024-05-01"}) this version answers; recorded with the
+    # pending version so a crash after promote cannot make the same trigger rotate twice.
+    handles: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "key": self.key,
+                "version": self.version,
+                "createdAt": format_time(self.created_at),
+                "format": {
+                    "length": self.key_format.length,
+                    "encoding": self.key_format.encoding,
+                    "prefix": self.key_format.prefix,
+                },
+                "scopes": list(self.scopes),
+                "handles": dict(self.handles),
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> VersionDocument:
+        """Parse a stored document; raises StoreError (without the content) when malformed."""
+        try:
+            data: Any = json.loads(text)
+            fmt = data["format"]
+            encoding = fmt["encoding"]
+            if encoding not in ("base62", "base64url", "hex"):
+                raise ValueError("encoding")
+            return cls(
+                version=int(data["version"]),
+                key=str(data["key"]),
+                created_at=parse_time(str(data["createdAt"])),
+                key_format=KeyFormat(
+                    length=int(fmt["length"]), encoding=encoding, prefix=str(fmt.get("prefix", ""))
+                ),
+                scopes=tuple(str(s) for s in data.get("scopes", [])),
+                handles={str(k): str(v) for k, v in dict(data.get("handles", {})).items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(
+                f"a stored key version is malformed ({type(exc).__name__})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What a store holds for one ApiKey.
+
+    `exists` is False when there is no entry at the path. `owner_uid` is the uid
+    recorded on the entry ("" if the entry carries no managed-by marker).
+    """
+
+    exists: bool = False
+    owner_uid: str = ""
+    current: VersionDocument | None = None
+    previous: VersionDocument | None = None
+    previous_valid_until: datetime | None = None
+    pending: VersionDocument | None = None
+    # Trigger tokens answered by promoted versions, e.g. {"rotate": "x", "revoke": "y"}.
+    handled: Mapping[str, str] = field(default_factory=dict)
+
+    def owned_by(self, ref: KeyRef) -> bool:
+        return not self.exists or (self.owner_uid == ref.uid and bool(ref.uid))
+
+    def valid_keys(self) -> dict[int, str]:
+        """Version -> key of every version the store holds as valid (pending included)."""
+        docs = (self.current, self.previous, self.pending)
+        return {doc.version: doc.key for doc in docs if doc is not None}
+
+    def next_version(self) -> int:
+        numbers = [d.version for d in (self.current, self.previous, self.pending) if d]
+        return max(numbers, default=0) + 1
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A backend for key versions. Implementations must be safe to call concurrently
+    for different ApiKeys; calls for one ApiKey are serialised by the caller."""
+
+    type_name: ClassVar[str]
+    name: str
+
+    def location(self, ref: KeyRef) -> str:
+        """Where the entry lives, for status.storeRef, e.g. 'vault:secret/apikeys/ns/name'."""
+        ...
+
+    async def read(self, ref: KeyRef) -> StoreState:
+        """The entry's state. Does not check ownership: the caller decides from owner_uid."""
+        ...
+
+    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        """Step 1. Store `document` as the pending version and return it; if a pending
+        version already exists, return that one unchanged (never a second pending).
+        Creates the entry, marked as owned by `ref.uid`, if there is none."""
+        ...
+
+    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
+        """Step 3. Pending `version` becomes current; the old current (if any) becomes
+        previous, valid until `previous_valid_until`; the pending version's `handles`
+        are merged into `handled`. A no-op if `version` is already current. Requires
+        that no previous version exists (the caller expires it first)."""
+        ...
+
+    async def revoke(self, ref: KeyRef, version: int) -> None:
+        """Step 4 and emergency revoke: destroy `version` so it can never be read again
+        and clear whichever pointer named it. A no-op if it is already gone."""
+        ...
+
+    async def delete(self, ref: KeyRef) -> None:
+        """Remove the whole entry (deletionPolicy Delete). A no-op if there is none."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def check_owner(state: StoreState, ref: KeyRef, where: str) -> None:
+    """Raise StoreConflict unless the entry is absent or owned by `ref`."""
+    if not state.owned_by(ref):
+        who = "another ApiKey" if state.owner_uid else "something other than apikey-operator"
+        raise StoreConflict(f"{where} already exists and belongs to {who}; it is left untouched")
