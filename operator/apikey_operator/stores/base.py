@@ -57,7 +57,7 @@ class StoreConfigError(StoreError):
 
 @dataclass(frozen=True)
 class KeyRef:
-    """Which ApiKey an entry belongs to. Namespace and name are DNS-safe by the time they get here."""
+    """Which ApiKey an entry belongs to; namespace and name are already validated DNS names."""
 
     namespace: str
     name: str
