@@ -304,15 +304,15 @@ def parse_selector(value: object, path: str) -> NamespaceSelector:
     for i, item in enumerate(expressions):
         expr = _mapping(item, f"{path}.matchExpressions[{i}]")
         op: Any = expr.get("operator")
-        key = expr.get("key")
+        req_key: Any = expr.get("key")
         values = expr.get("values") or []
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
             raise SpecError(f"{path}.matchExpressions[{i}].operator {str(op)[:20]!r} is invalid")
-        if not isinstance(key, str) or not isinstance(values, list):
+        if not isinstance(req_key, str) or not isinstance(values, list):
             raise SpecError(f"{path}.matchExpressions[{i}] needs a key and a list of values")
         if op in ("In", "NotIn") and not values:
             raise SpecError(f"{path}.matchExpressions[{i}].values must be non-empty for {op}")
         requirements.append(
-            LabelRequirement(key=key, operator=op, values=tuple(str(v) for v in values))
+            LabelRequirement(key=req_key, operator=op, values=tuple(str(v) for v in values))
         )
     return NamespaceSelector(match_labels=labels, requirements=tuple(requirements))
