@@ -1,0 +1,132 @@
+"""Consistent reads of a Secret mounted as a volume.
+
+The kubelet (pkg/volume/util/atomic_writer.go) never edits files in place. It
+writes every data key into a fresh ``..<timestamp>`` directory, points a
+temporary symlink at it, renames that over ``..data`` (an atomic swap), and
+then deletes the old timestamped directory. The visible ``api-key`` entries
+are symlinks through ``..data``.
+
+Reading through the visible symlinks resolves ``..data`` once per file, so two
+files read one after the other can come from two different versions. Here
+``..data`` is resolved once and every file is read inside that one
+directory, which is never modified after the swap. If the directory vanished
+between resolving and opening (the kubelet removed it after the next swap),
+the read starts over. A folder without ``..data`` (plain files, e.g. local
+development) is read directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from apikey_operator.client.errors import SourceUnavailable
+
+DATA_DIR_LINK = "..data"
+# Each retry follows a swap that happened within microseconds of our read; a
+# kubelet swaps at most every sync period, so a handful is plenty.
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The files of one version of the volume.
+
+    `signature` changes whenever the volume changes: the ``..data`` target for
+    a kubelet volume, the files' (inode, size, mtime) for a plain folder.
+    `values` maps each requested name to its content, None when absent.
+    """
+
+    signature: tuple[object, ...]
+    values: dict[str, bytes | None]
+
+
+def signature(directory: str, names: Iterable[str]) -> tuple[object, ...]:
+    """A cheap fingerprint of the volume's state (one readlink for a kubelet volume)."""
+    try:
+        return ("data", os.readlink(os.path.join(directory, DATA_DIR_LINK)))
+    except OSError:
+        pass  # no ..data symlink: a plain folder, or no folder at all
+    stats: list[object] = ["plain"]
+    for name in names:
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:
+            stats.append(None)
+        else:
+            stats.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stats)
+
+
+def read_snapshot(directory: str, names: Iterable[str]) -> Snapshot:
+    """Read `names` from one consistent version of the volume at `directory`.
+
+    Raises SourceUnavailable when the folder does not exist or cannot be read.
+    Files that do not exist in the version read come back as None.
+    """
+    wanted = tuple(names)
+    for _ in range(MAX_ATTEMPTS):
+        link = os.path.join(directory, DATA_DIR_LINK)
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            if not os.path.isdir(directory):
+                raise SourceUnavailable(f"the key folder {directory} does not exist") from None
+            return _read_plain(directory, wanted)
+        except OSError as exc:
+            if os.path.isdir(link):
+                return _read_plain(directory, wanted)
+            raise SourceUnavailable(
+                f"cannot resolve {link} ({exc.strerror or type(exc).__name__})"
+            ) from None
+        version_dir = os.path.join(directory, target)
+        try:
+            values = {name: _read_optional(os.path.join(version_dir, name)) for name in wanted}
+        except _VersionGone:
+            continue
+        return Snapshot(("data", target), values)
+    raise SourceUnavailable(
+        f"the key folder {directory} kept changing during {MAX_ATTEMPTS} read attempts"
+    )
+
+
+class _VersionGone(Exception):
+    """The resolved version directory was removed before we opened a file in it."""
+
+
+def _read_optional(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        # Absent from this version, or the whole version directory is gone (the
+        # kubelet swapped again and cleaned up): only the latter needs a retry.
+        if not os.path.isdir(os.path.dirname(path)):
+            raise _VersionGone from None
+        return None
+    except OSError as exc:
+        raise SourceUnavailable(
+            f"cannot read {os.path.basename(path)} ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def _read_plain(directory: str, names: tuple[str, ...]) -> Snapshot:
+    values: dict[str, bytes | None] = {}
+    for name in names:
+        try:
+            values[name] = _read_optional(os.path.join(directory, name))
+        except _VersionGone:
+            raise SourceUnavailable(f"the key folder {directory} disappeared") from None
+    return Snapshot(signature(directory, names), values)
+
+
+def decode_key(raw: bytes | None) -> str | None:
+    """The key in a file's bytes, without surrounding whitespace; None if absent or empty."""
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    return text or None

@@ -1,0 +1,193 @@
+"""Where an ApiKeyProvider reads the current key from.
+
+A source is anything with a blocking ``read() -> str`` that returns the current
+key or raises SourceUnavailable; `description` names it in logs and errors.
+The store SDKs are never imported here at module level: the Vault and AWS
+sources receive a ready client and import the SDK's exception types only when
+they have to classify an error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from apikey_operator.client._volume import decode_key, read_snapshot
+from apikey_operator.client.errors import SourceUnavailable
+
+# The layout the operator's stores write (fixed):
+#  * Vault KV v2: custom_metadata["current"] (and ["previous"] during a grace) is the
+#    KV version number; each version's data is {"key": ..., "document": ...}.
+#  * AWS Secrets Manager: the AWSCURRENT version's SecretString is the same JSON.
+VAULT_CURRENT_METADATA = "current"
+AWS_CURRENT_STAGE = "AWSCURRENT"
+KEY_FIELD = "key"
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """Produces the current key. Must be safe to call from several threads."""
+
+    description: str
+
+    def read(self) -> str:
+        """The current key; raises SourceUnavailable when it cannot be produced."""
+        ...
+
+
+class MountedSecretSource:
+    """Reads one data key of a Secret mounted as a volume (no Kubernetes API access needed).
+
+    Each read resolves the kubelet's ``..data`` symlink once and reads the file in
+    that version's directory, so it never returns a half-written or mixed value.
+    """
+
+    def __init__(self, directory: str, key: str = "api-key") -> None:
+        self.directory = directory
+        self.key = key
+        self.description = f"file:{directory}/{key}"
+
+    def read(self) -> str:
+        snapshot = read_snapshot(self.directory, [self.key])
+        value = decode_key(snapshot.values[self.key])
+        if value is None:
+            raise SourceUnavailable(f"{self.description} is missing, empty or not UTF-8 text")
+        return value
+
+
+class VaultSource:
+    """Reads the current key the operator keeps in Vault / OpenBao KV v2.
+
+    The KV metadata's ``current`` custom field names the version to read: the
+    latest version may be a pending key that is not yet promoted, so it is
+    never read blindly.
+    """
+
+    def __init__(self, client: Any, mount: str = "secret", path: str = "") -> None:
+        if not path:
+            raise ValueError("VaultSource needs the entry's path, e.g. 'apikeys/<ns>/<name>'")
+        self.client = client
+        self.mount = mount.strip("/")
+        self.path = path.strip("/")
+        self.description = f"vault:{self.mount}/{self.path}"
+
+    def read(self) -> str:
+        try:
+            return self._read()
+        except SourceUnavailable:
+            raise
+        except Exception as exc:
+            raise self._classify(exc) from exc
+
+    def _read(self) -> str:
+        kv = self.client.secrets.kv.v2
+        metadata = kv.read_secret_metadata(path=self.path, mount_point=self.mount)
+        custom = (metadata.get("data") or {}).get("custom_metadata") or {}
+        current: Any = custom.get(VAULT_CURRENT_METADATA)
+        try:
+            version = int(current)
+        except (TypeError, ValueError):
+            raise SourceUnavailable(
+                f"{self.description} has no current key version (custom metadata "
+                f"{VAULT_CURRENT_METADATA!r} is missing or not a number)"
+            ) from None
+        response = kv.read_secret_version(
+            path=self.path,
+            version=version,
+            mount_point=self.mount,
+            raise_on_deleted_version=True,
+        )
+        data = ((response or {}).get("data") or {}).get("data") or {}
+        key = data.get(KEY_FIELD) if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise SourceUnavailable(
+                f"{self.description} version {version} holds no {KEY_FIELD!r} field"
+            )
+        return key
+
+    def _classify(self, exc: Exception) -> SourceUnavailable:
+        # hvac and requests are present whenever a client was built; import them only
+        # here so that the library stays importable without them.
+        import hvac.exceptions
+        import requests
+
+        if isinstance(exc, hvac.exceptions.InvalidPath):
+            reason = "the entry or its current version does not exist"
+        elif isinstance(exc, hvac.exceptions.VaultDown):
+            reason = "Vault is sealed or down"
+        elif isinstance(exc, hvac.exceptions.RateLimitExceeded):
+            reason = "throttled by Vault"
+        elif isinstance(exc, hvac.exceptions.Forbidden):
+            reason = "permission denied"
+        elif isinstance(exc, hvac.exceptions.Unauthorized):
+            reason = "the Vault token is invalid or expired"
+        elif isinstance(exc, hvac.exceptions.VaultError):
+            reason = f"Vault answered an error ({type(exc).__name__})"
+        elif isinstance(exc, requests.Timeout):
+            reason = "timed out"
+        elif isinstance(exc, requests.ConnectionError):
+            reason = "cannot connect"
+        elif isinstance(exc, requests.RequestException):
+            reason = f"request failed ({type(exc).__name__})"
+        else:
+            reason = f"unexpected {type(exc).__name__}"
+        return SourceUnavailable(f"{self.description}: {reason}")
+
+
+class AwsSecretsManagerSource:
+    """Reads the current key (stage AWSCURRENT) the operator keeps in AWS Secrets Manager."""
+
+    def __init__(self, client: Any, secret_id: str) -> None:
+        if not secret_id:
+            raise ValueError("AwsSecretsManagerSource needs a secret_id like 'apikeys/<ns>/<name>'")
+        self.client = client
+        self.secret_id = secret_id
+        self.description = f"aws-secrets-manager:{secret_id}"
+
+    def read(self) -> str:
+        try:
+            response = self.client.get_secret_value(
+                SecretId=self.secret_id, VersionStage=AWS_CURRENT_STAGE
+            )
+        except Exception as exc:
+            raise self._classify(exc) from exc
+        text = response.get("SecretString")
+        try:
+            key = json.loads(text)[KEY_FIELD] if isinstance(text, str) else None
+        except (ValueError, KeyError, TypeError):
+            key = None
+        if not isinstance(key, str) or not key:
+            # `from None`: a parse error could quote part of the secret.
+            raise SourceUnavailable(
+                f"{self.description}: the {AWS_CURRENT_STAGE} version is not the "
+                f"operator's JSON document with a {KEY_FIELD!r} field"
+            ) from None
+        return key
+
+    def _classify(self, exc: Exception) -> SourceUnavailable:
+        import botocore.exceptions
+
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "unknown"))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            reason = f"AWS answered {code}" + (f" (HTTP {status})" if status else "")
+        elif isinstance(
+            exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError
+        ):
+            reason = "timed out"
+        elif isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            reason = "cannot connect"
+        elif isinstance(exc, botocore.exceptions.NoCredentialsError):
+            reason = "no AWS credentials"
+        elif isinstance(exc, botocore.exceptions.BotoCoreError):
+            reason = f"request failed ({type(exc).__name__})"
+        else:
+            reason = f"unexpected {type(exc).__name__}"
+        return SourceUnavailable(f"{self.description}: {reason}")
+
+
+def source_description(source: object) -> str:
+    """How to name a source in logs: its `description`, else its type."""
+    description = getattr(source, "description", None)
+    return description if isinstance(description, str) else type(source).__name__
