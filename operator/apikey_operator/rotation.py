@@ -241,15 +241,15 @@ def plan(obs: Observation) -> Plan:
         return _with_step(obs, spec, _create(obs, spec, handles, "initial"), policy_problem,
                           rotate_every)
 
+    trigger, handles = _rotation_trigger(obs, spec, policy_problem, rotate_every)
+    if trigger is not None and previous is not None:
+        # The key still in its grace goes before the next rotation starts.
+        return _with_step(obs, spec, _expire(obs, spec, previous, early=True),
+                          policy_problem, rotate_every)
     desired = _desired_secret(obs, spec, store.current, previous)
     if desired is not None:
         return _with_step(obs, spec, desired, policy_problem, rotate_every)
-
-    trigger, handles = _rotation_trigger(obs, spec, policy_problem, rotate_every)
     if trigger is not None:
-        if previous is not None:
-            return _with_step(obs, spec, _expire(obs, spec, previous, early=True),
-                              policy_problem, rotate_every)
         return _with_step(obs, spec, _create(obs, spec, handles, trigger), policy_problem,
                           rotate_every)
     return _finish(obs, spec, policy_problem, rotate_every)

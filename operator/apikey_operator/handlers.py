@@ -1,0 +1,239 @@
+"""kopf registrations only: watch events wake one worker per ApiKey; the worker reconciles.
+
+Each ApiKey has one long-lived daemon (its worker). It reconciles, then sleeps
+until the earliest due time (next rotation, end of a grace period) or until an
+event that matters wakes it: the ApiKey's spec or action annotations changed,
+its Secret was edited or deleted, its RotationPolicy or its namespace's labels
+changed. While idle a worker makes no API and no store calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from apikey_operator import redaction
+from apikey_operator.config import Settings, build_stores
+from apikey_operator.kube import KubeClient
+from apikey_operator.reconciler import (
+    ReconcileFailed,
+    Reconciler,
+    Runtime,
+    delete_from_store,
+    secret_digest,
+)
+from apikey_operator.spec import GROUP, MANAGED_BY, MANAGED_BY_LABEL, VERSION
+from apikey_operator.stores import StoreError
+
+logger = logging.getLogger(__name__)
+FINALIZER = f"{GROUP}/finalizer"
+BACKOFF_START = 1.0
+BACKOFF_CAP = 300.0
+
+
+@dataclass
+class Worker:
+    namespace: str
+    name: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    trigger_state: tuple[Any, ...] = ()
+    secret_name: str = ""
+    secret_digest: str = ""
+    policy_name: str | None = None
+
+
+@dataclass
+class OperatorState:
+    settings: Settings
+    runtime: Runtime | None = None
+    reconciler: Reconciler | None = None
+    workers: dict[str, Worker] = field(default_factory=dict)  # by ApiKey uid
+    policies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    namespaces_known: bool = False
+
+
+STATE = OperatorState(settings=Settings())
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings the handlers use; called by the CLI before kopf starts."""
+    STATE.settings = settings
+    STATE.workers.clear()
+    STATE.policies.clear()
+    STATE.namespaces.clear()
+    STATE.namespaces_known = False
+    STATE.runtime = None
+    STATE.reconciler = None
+
+
+def _post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(dict(body), type=type_, reason=reason, message=message[:1024])  # type: ignore[arg-type]
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Keep the user's metadata.annotations free of operator bookkeeping (no GitOps drift).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 600
+    settings.batching.worker_limit = 1000
+    if STATE.settings.standalone:
+        settings.peering.standalone = True
+    else:
+        settings.peering.name = STATE.settings.peering_name
+        settings.peering.mandatory = False
+    stores = build_stores(STATE.settings)
+    runtime = Runtime(
+        stores=stores,
+        kube=KubeClient(),
+        post_event=_post_event,
+        store_slots=asyncio.Semaphore(STATE.settings.max_concurrent_store_calls),
+        on_key_seen=redaction.register,
+    )
+    STATE.runtime = runtime
+    STATE.reconciler = Reconciler(runtime)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    runtime = STATE.runtime
+    if runtime is None:
+        return
+    for store in runtime.stores.values():
+        await store.close()
+    await runtime.kube.close()
+
+
+def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (meta.get("generation"), annotations.get(f"{GROUP}/rotate"),
+            annotations.get(f"{GROUP}/revoke"), meta.get("deletionTimestamp"))
+
+
+@kopf.on.event(GROUP, VERSION, "apikeys")
+async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) -> None:
+    worker = STATE.workers.get(uid)
+    if worker is None or type == "DELETED":
+        return
+    # Our own status patches come back as events too; only wake for what changes a decision.
+    if _trigger_state(body) != worker.trigger_state:
+        worker.wake.set()
+
+
+@kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY})
+async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") != "ApiKey" or not ref.get("controller"):
+            continue
+        worker = STATE.workers.get(str(ref.get("uid")))
+        if worker is None:
+            continue
+        digest = "" if type == "DELETED" else secret_digest(body.get("data"))
+        if digest != worker.secret_digest:
+            worker.wake.set()
+
+
+@kopf.on.event(GROUP, VERSION, "rotationpolicies")
+async def policy_event(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        STATE.policies.pop(name, None)
+    else:
+        STATE.policies[name] = {"metadata": {"name": name}, "spec": dict(body.get("spec", {}))}
+    for worker in STATE.workers.values():
+        if worker.policy_name == name:
+            worker.wake.set()
+
+
+@kopf.on.event("v1", "namespaces")
+async def namespace_event(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
+    STATE.namespaces_known = True
+    labels = dict(body.get("metadata", {}).get("labels") or {})
+    if type == "DELETED":
+        STATE.namespaces.pop(name, None)
+        return
+    if STATE.namespaces.get(name) == labels:
+        return
+    STATE.namespaces[name] = labels
+    for worker in STATE.workers.values():
+        if worker.namespace == name and worker.policy_name:
+            worker.wake.set()
+
+
+@kopf.daemon(GROUP, VERSION, "apikeys", cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
+                        stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
+    worker = Worker(namespace=namespace, name=name)
+    STATE.workers[uid] = worker
+    backoff = BACKOFF_START
+    try:
+        while not stopped:
+            reconciler = STATE.reconciler
+            if reconciler is None:
+                await asyncio.sleep(0.1)
+                continue
+            worker.wake.clear()
+            worker.trigger_state = _trigger_state(body)
+            spec = body.get("spec") or {}
+            ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
+            worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
+            snapshot = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey",
+                        "metadata": dict(body.get("metadata", {})),
+                        "spec": dict(spec) if isinstance(spec, Mapping) else spec,
+                        "status": dict(body.get("status", {}))}
+            labels = STATE.namespaces.get(namespace) if STATE.namespaces_known else None
+            delay: float | None
+            try:
+                outcome = await reconciler.reconcile(snapshot, STATE.policies, labels)
+            except ReconcileFailed as exc:
+                delay = _jittered(max(backoff, exc.retry_after or 0.0))
+                backoff = min(backoff * 2, BACKOFF_CAP)
+                logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
+            else:
+                backoff = BACKOFF_START
+                worker.secret_digest = outcome.secret_digest
+                delay = None
+                if outcome.wake_at is not None:
+                    delay = max(0.0, (outcome.wake_at - datetime.now(UTC)).total_seconds())
+            await _sleep(worker.wake, stopped, delay)
+    finally:
+        STATE.workers.pop(uid, None)
+
+
+def _jittered(delay: float) -> float:
+    # Full jitter keeps a fleet of failing keys from retrying against a store in lockstep.
+    return min(BACKOFF_CAP, delay * (0.5 + random.random() / 2))  # noqa: S311
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float | None) -> None:
+    """Sleep until woken, stopped, or `delay` seconds pass (None: no deadline)."""
+    wake_task = asyncio.ensure_future(wake.wait())
+    stop_task = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({wake_task, stop_task}, timeout=delay,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wake_task, stop_task):
+            task.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, "apikeys")
+async def apikey_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    runtime = STATE.runtime
+    if runtime is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    try:
+        done = await delete_from_store(runtime, body)
+    except StoreError as exc:
+        raise kopf.TemporaryError(f"store cleanup failed: {exc}", delay=10) from None
+    logger.info("ApiKey deleted: %s", done)

@@ -1,0 +1,215 @@
+"""The only module besides kopf that talks to the Kubernetes API.
+
+Thin async wrappers over lightkube, returning plain dicts, and one error
+mapping: conflicts, throttling and server errors become `KubeTransient` (the
+caller backs off and re-plans), anything else stays a `KubeError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Mapping
+from typing import Any, cast
+
+import httpx2 as httpx
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from apikey_operator.spec import GROUP, VERSION
+
+FIELD_MANAGER = "apikey-operator"
+
+ApiKeyResource = create_namespaced_resource(GROUP, VERSION, "ApiKey", "apikeys")
+_WORKLOADS = {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed for a reason retries will not fix."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeTransient(KubeError):
+    """Conflict (409), throttling (429), server errors (5xx) or a broken connection."""
+
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+def _map_error(exc: Exception, what: str) -> KubeError:
+    if isinstance(exc, ApiError):
+        status = exc.status.code or 0
+        reason = exc.status.reason or ""
+        if status in (409, 429) or status >= 500:
+            retry_after = None
+            details = exc.status.details
+            if details is not None and details.retryAfterSeconds:
+                retry_after = float(details.retryAfterSeconds)
+            return KubeTransient(f"{what}: {status} {reason}", status, retry_after)
+        return KubeError(f"{what}: {status} {reason}", status)
+    return KubeTransient(f"{what}: {type(exc).__name__}")
+
+
+def decode_data(data: Mapping[str, str] | None) -> dict[str, str]:
+    """A Secret's base64 data as text; undecodable entries are kept as '' (never raised)."""
+    result: dict[str, str] = {}
+    for key, value in (data or {}).items():
+        try:
+            result[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (ValueError, TypeError):
+            result[key] = ""
+    return result
+
+
+def encode_data(data: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in data.items()}
+
+
+class KubeClient:
+    """One shared connection pool to the API server for the operator's own calls."""
+
+    def __init__(self, client: AsyncClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            # In-cluster service account, else KUBECONFIG / ~/.kube/config, like kopf.
+            self._client = AsyncClient(field_manager=FIELD_MANAGER, timeout=httpx.Timeout(15.0))
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(Secret, name=name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _map_error(exc, f"reading Secret {namespace}/{name}") from None
+        except httpx.HTTPError as exc:
+            raise _map_error(exc, f"reading Secret {namespace}/{name}") from None
+        return _as_dict(obj)
+
+    async def create_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        try:
+            obj = await self.client.create(cast(Secret, Secret.from_dict(dict(body))))
+        except (ApiError, httpx.HTTPError) as exc:
+            raise _map_error(exc, f"creating Secret {meta['namespace']}/{meta['name']}") from None
+        return _as_dict(obj)
+
+    async def replace_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: a concurrent change gives KubeTransient (409)."""
+        meta = body["metadata"]
+        try:
+            obj = await self.client.replace(cast(Secret, Secret.from_dict(dict(body))))
+        except (ApiError, httpx.HTTPError) as exc:
+            raise _map_error(exc, f"updating Secret {meta['namespace']}/{meta['name']}") from None
+        return _as_dict(obj)
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self.client.delete(Secret, name=name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise _map_error(exc, f"deleting Secret {namespace}/{name}") from None
+        except httpx.HTTPError as exc:
+            raise _map_error(exc, f"deleting Secret {namespace}/{name}") from None
+
+    async def patch_apikey_status(self, namespace: str, name: str,
+                                  status: Mapping[str, Any]) -> None:
+        """Merge-patch status; None values remove fields."""
+        try:
+            await self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
+                                    obj={"status": dict(status)}, patch_type=PatchType.MERGE)
+        except (ApiError, httpx.HTTPError) as exc:
+            raise _map_error(exc, f"updating status of ApiKey {namespace}/{name}") from None
+
+    async def patch_apikey_annotations(self, namespace: str, name: str,
+                                       annotations: Mapping[str, str | None]) -> None:
+        try:
+            await self.client.patch(ApiKeyResource, name=name, namespace=namespace,
+                                    obj={"metadata": {"annotations": dict(annotations)}},
+                                    patch_type=PatchType.MERGE)
+        except (ApiError, httpx.HTTPError) as exc:
+            raise _map_error(exc, f"annotating ApiKey {namespace}/{name}") from None
+
+    async def get_apikey(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(ApiKeyResource, name=name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _map_error(exc, f"reading ApiKey {namespace}/{name}") from None
+        except httpx.HTTPError as exc:
+            raise _map_error(exc, f"reading ApiKey {namespace}/{name}") from None
+        return _as_dict(obj)
+
+    async def list_apikeys(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        try:
+            return [_as_dict(obj) async for obj in self.client.list(
+                ApiKeyResource, namespace=namespace if namespace else "*")]
+        except (ApiError, httpx.HTTPError) as exc:
+            raise _map_error(exc, "listing ApiKeys") from None
+
+    async def restart_workload(self, kind: str, namespace: str, name: str,
+                               annotations: Mapping[str, str]) -> bool:
+        """Set pod-template annotations (like `kubectl rollout restart`); False if absent.
+
+        Setting a value the template already has changes nothing, so repeating
+        the call for the same rotation never restarts the workload twice.
+        """
+        resource: Any = _WORKLOADS[kind]
+        patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+        try:
+            await self.client.patch(resource, name=name, namespace=namespace, obj=patch,
+                                    patch_type=PatchType.MERGE)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise _map_error(exc, f"restarting {kind} {namespace}/{name}") from None
+        except httpx.HTTPError as exc:
+            raise _map_error(exc, f"restarting {kind} {namespace}/{name}") from None
+        return True
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], obj.to_dict())
+
+
+def secret_body(
+    namespace: str,
+    name: str,
+    data: Mapping[str, str],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    owner: Mapping[str, Any] | None,
+    existing: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The full Secret to create or PUT: ours where we manage it, the rest kept from `existing`."""
+    body: dict[str, Any] = copy.deepcopy(dict(existing)) if existing else {}
+    body["apiVersion"] = "v1"
+    body["kind"] = "Secret"
+    meta = body.setdefault("metadata", {})
+    meta["name"] = name
+    meta["namespace"] = namespace
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    if owner is not None:
+        meta["ownerReferences"] = [dict(owner)]
+    body["type"] = body.get("type") or "Opaque"
+    body["data"] = encode_data(data)
+    body.pop("stringData", None)
+    return body

@@ -1,0 +1,77 @@
+"""Prometheus metrics exactly as the contract names them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry()
+
+ROTATIONS = Counter(
+    "apikey_rotations_total", "Rotations by trigger and result",
+    ["namespace", "name", "trigger", "result"], registry=REGISTRY,
+)
+REVOCATIONS = Counter(
+    "apikey_revocations_total", "Key versions revoked in a store, by kind (expired, emergency)",
+    ["namespace", "name", "kind"], registry=REGISTRY,
+)
+STORE_ERRORS = Counter(
+    "apikey_store_errors_total", "Failed store operations",
+    ["store", "operation"], registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "apikey_reconcile_duration_seconds", "Time to reconcile one ApiKey",
+    registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class _KeyTimes(Collector):
+    """Key age and next rotation, computed at scrape time from what each worker last saw."""
+
+    def __init__(self) -> None:
+        self.created: dict[tuple[str, str], datetime] = {}
+        self.next_rotation: dict[tuple[str, str], datetime] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = datetime.now().astimezone()
+        age = GaugeMetricFamily("apikey_key_age_seconds", "Age of the current key",
+                                labels=["namespace", "name"])
+        for (ns, name), created in list(self.created.items()):
+            age.add_metric([ns, name], (now - created).total_seconds())
+        yield age
+        nxt = GaugeMetricFamily("apikey_next_rotation_timestamp_seconds",
+                                "When the key is next due to rotate (Unix time)",
+                                labels=["namespace", "name"])
+        for (ns, name), due in list(self.next_rotation.items()):
+            nxt.add_metric([ns, name], due.timestamp())
+        yield nxt
+
+
+KEY_TIMES = _KeyTimes()
+REGISTRY.register(KEY_TIMES)
+
+
+def observe_key(namespace: str, name: str, created: datetime | None,
+                next_rotation: datetime | None) -> None:
+    key = (namespace, name)
+    if created is None:
+        KEY_TIMES.created.pop(key, None)
+    else:
+        KEY_TIMES.created[key] = created
+    if next_rotation is None:
+        KEY_TIMES.next_rotation.pop(key, None)
+    else:
+        KEY_TIMES.next_rotation[key] = next_rotation
+
+
+def forget_key(namespace: str, name: str) -> None:
+    observe_key(namespace, name, None, None)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104
+    """Serve /metrics in a background thread."""
+    start_http_server(port, addr=address, registry=REGISTRY)

@@ -1,0 +1,212 @@
+"""The built-in store: key versions in one Secret per ApiKey in the operator's namespace.
+
+Each version is a data entry `v<N>` holding the VersionDocument JSON; the
+pointers, the owner's uid and the handled tokens are one JSON annotation. Every
+write is a PUT with the resourceVersion just read, so a concurrent writer gets
+a conflict instead of silently losing an update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, ClassVar
+
+from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_data, secret_body
+from apikey_operator.stores import register
+from apikey_operator.stores.base import (
+    MANAGED_BY,
+    KeyRef,
+    StoreConfigError,
+    StoreError,
+    StoreState,
+    StoreUnavailable,
+    VersionDocument,
+    check_owner,
+    format_time,
+    parse_time,
+)
+
+STATE_ANNOTATION = "apikeys.dev/store-state"
+OWNER_ANNOTATION = "apikeys.dev/owner-uid"
+APIKEY_ANNOTATION = "apikeys.dev/apikey"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+STORE_LABEL = "apikeys.dev/store"
+_MAX_NAME = 253
+
+
+def store_secret_name(namespace: str, name: str) -> str:
+    """`ak.<namespace>.<name>`: injective because namespaces contain no dots; long names are
+    cut and suffixed with a hash so the result stays a valid Secret name."""
+    full = f"ak.{namespace}.{name}"
+    if len(full) <= _MAX_NAME:
+        return full
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:16]
+    return f"{full[:_MAX_NAME - 17].rstrip('.-')}-{digest}"
+
+
+class KubernetesStore:
+    type_name: ClassVar[str] = "kubernetes"
+
+    def __init__(self, name: str, operator_namespace: str, kube: KubeClient | None = None) -> None:
+        self.name = name
+        self.namespace = operator_namespace
+        self.kube = kube or KubeClient()
+
+    def location(self, ref: KeyRef) -> str:
+        return f"{self.name}:{self.namespace}/{store_secret_name(ref.namespace, ref.name)}"
+
+    async def _get(self, ref: KeyRef) -> dict[str, Any] | None:
+        try:
+            return await self.kube.get_secret(self.namespace, store_secret_name(ref.namespace,
+                                                                                ref.name))
+        except KubeTransient as exc:
+            raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
+        except KubeError as exc:
+            raise StoreError(f"store {self.name}: {exc}") from None
+
+    async def read(self, ref: KeyRef) -> StoreState:
+        return _state_of(await self._get(ref))
+
+    async def _write(self, ref: KeyRef, existing: Mapping[str, Any] | None,
+                     data: Mapping[str, str], bookkeeping: Mapping[str, Any]) -> None:
+        annotations = {
+            STATE_ANNOTATION: json.dumps(bookkeeping, sort_keys=True, separators=(",", ":")),
+            OWNER_ANNOTATION: ref.uid,
+            APIKEY_ANNOTATION: f"{ref.namespace}/{ref.name}",
+        }
+        labels = {MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: "kubernetes"}
+        body = secret_body(self.namespace, store_secret_name(ref.namespace, ref.name), data,
+                           labels, annotations, None, existing)
+        try:
+            if existing is None:
+                await self.kube.create_secret(body)
+            else:
+                await self.kube.replace_secret(body)
+        except KubeTransient as exc:
+            raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
+        except KubeError as exc:
+            raise StoreError(f"store {self.name}: {exc}") from None
+
+    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        existing = await self._get(ref)
+        state = _state_of(existing)
+        check_owner(state, ref, self.location(ref))
+        if state.pending is not None:
+            return state.pending
+        data = decode_data((existing or {}).get("data"))
+        data[f"v{document.version}"] = document.to_json()
+        await self._write(ref, existing, data, _bookkeeping(replace(
+            state, exists=True, owner_uid=ref.uid, pending=document)))
+        return document
+
+    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
+        existing = await self._get(ref)
+        state = _state_of(existing)
+        check_owner(state, ref, self.location(ref))
+        if state.current is not None and state.current.version == version:
+            return
+        pending = state.pending
+        if pending is None or pending.version != version:
+            raise StoreError(f"store {self.name}: version {version} is not pending")
+        if state.previous is not None:
+            raise StoreError(f"store {self.name}: a previous version is still valid")
+        handled = dict(state.handled)
+        handled.update({k: v for k, v in pending.handles.items() if k != "trigger"})
+        new_state = replace(
+            state, current=pending, pending=None, previous=state.current,
+            previous_valid_until=previous_valid_until if state.current else None, handled=handled,
+        )
+        await self._write(ref, existing, decode_data((existing or {}).get("data")),
+                          _bookkeeping(new_state))
+
+    async def revoke(self, ref: KeyRef, version: int) -> None:
+        existing = await self._get(ref)
+        state = _state_of(existing)
+        check_owner(state, ref, self.location(ref))
+        data = decode_data((existing or {}).get("data"))
+        if existing is None or f"v{version}" not in data:
+            return
+        del data[f"v{version}"]
+        if state.previous and state.previous.version == version:
+            state = replace(state, previous=None, previous_valid_until=None)
+        elif state.pending and state.pending.version == version:
+            state = replace(state, pending=None)
+        elif state.current and state.current.version == version:
+            state = replace(state, current=None)
+        await self._write(ref, existing, data, _bookkeeping(state))
+
+    async def delete(self, ref: KeyRef) -> None:
+        existing = await self._get(ref)
+        if existing is None:
+            return
+        check_owner(_state_of(existing), ref, self.location(ref))
+        try:
+            await self.kube.delete_secret(self.namespace,
+                                          store_secret_name(ref.namespace, ref.name))
+        except KubeTransient as exc:
+            raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
+
+    async def close(self) -> None:
+        await self.kube.close()
+
+
+def _bookkeeping(state: StoreState) -> dict[str, Any]:
+    return {
+        "current": state.current.version if state.current else None,
+        "previous": state.previous.version if state.previous else None,
+        "previousValidUntil": (format_time(state.previous_valid_until)
+                               if state.previous_valid_until else None),
+        "pending": state.pending.version if state.pending else None,
+        "handled": dict(state.handled),
+    }
+
+
+def _state_of(secret: Mapping[str, Any] | None) -> StoreState:
+    if secret is None:
+        return StoreState()
+    meta = secret.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return StoreState(exists=True, owner_uid="")
+    owner = str(annotations.get(OWNER_ANNOTATION, ""))
+    try:
+        book = json.loads(annotations.get(STATE_ANNOTATION) or "{}")
+        if not isinstance(book, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise StoreError("the store Secret's bookkeeping annotation is malformed") from None
+    data = decode_data(secret.get("data"))
+
+    def version(pointer: str) -> VersionDocument | None:
+        number = book.get(pointer)
+        if not isinstance(number, int) or f"v{number}" not in data:
+            return None
+        return VersionDocument.from_json(data[f"v{number}"])
+
+    until = book.get("previousValidUntil")
+    previous = version("previous")
+    handled = book.get("handled") if isinstance(book.get("handled"), dict) else {}
+    return StoreState(
+        exists=True,
+        owner_uid=owner,
+        current=version("current"),
+        previous=previous,
+        previous_valid_until=parse_time(until) if previous and isinstance(until, str) else None,
+        pending=version("pending"),
+        handled={str(k): str(v) for k, v in (handled or {}).items()},
+    )
+
+
+@register("kubernetes")
+def _factory(name: str, config: Mapping[str, Any], operator_namespace: str) -> KubernetesStore:
+    unknown = set(config) - {"type"}
+    if unknown:
+        raise StoreConfigError(
+            f"stores.{name}: unknown field(s) {', '.join(sorted(unknown))} for type kubernetes"
+        )
+    return KubernetesStore(name, operator_namespace)
