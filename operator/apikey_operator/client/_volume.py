@@ -9,9 +9,9 @@ are symlinks through ``..data``.
 Reading through the visible symlinks resolves ``..data`` once per file, so two
 files read one after the other can come from two different versions. Here
 ``..data`` is resolved once and every file is read inside that one
-directory, which is never modified after the swap. If the directory vanished
-between resolving and opening (the kubelet removed it after the next swap),
-the read starts over. A folder without ``..data`` (plain files, e.g. local
+directory, which is never modified after the swap. If the directory or a file
+in it vanished between resolving and opening (the kubelet deletes a version
+after the next swap), the read starts over. A folder without ``..data`` (plain files, e.g. local
 development) is read directly.
 """
 
@@ -83,7 +83,12 @@ def read_snapshot(directory: str, names: Iterable[str]) -> Snapshot:
         version_dir = os.path.join(directory, target)
         try:
             values = {name: _read_optional(os.path.join(version_dir, name)) for name in wanted}
-        except _VersionGone:
+        except FileNotFoundError:
+            continue  # the version directory vanished: a newer version replaced it
+        if any(value is None for value in values.values()) and _target(link) != target:
+            # A file is missing: either absent from this version, or the kubelet is
+            # deleting this version's directory after a newer swap. The kubelet only
+            # deletes versions that ..data no longer names, so re-resolve and retry.
             continue
         return Snapshot(("data", target), values)
     raise SourceUnavailable(
@@ -91,19 +96,22 @@ def read_snapshot(directory: str, names: Iterable[str]) -> Snapshot:
     )
 
 
-class _VersionGone(Exception):
-    """The resolved version directory was removed before we opened a file in it."""
+def _target(link: str) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
 
 
 def _read_optional(path: str) -> bytes | None:
+    """The file's bytes, None if it does not exist. Raises FileNotFoundError when
+    its directory does not exist either."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        # Absent from this version, or the whole version directory is gone (the
-        # kubelet swapped again and cleaned up): only the latter needs a retry.
         if not os.path.isdir(os.path.dirname(path)):
-            raise _VersionGone from None
+            raise
         return None
     except OSError as exc:
         raise SourceUnavailable(
@@ -116,7 +124,7 @@ def _read_plain(directory: str, names: tuple[str, ...]) -> Snapshot:
     for name in names:
         try:
             values[name] = _read_optional(os.path.join(directory, name))
-        except _VersionGone:
+        except FileNotFoundError:
             raise SourceUnavailable(f"the key folder {directory} disappeared") from None
     return Snapshot(signature(directory, names), values)
 
