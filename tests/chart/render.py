@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import sys
 import tempfile
@@ -143,6 +144,7 @@ class Recorder:
         self.resources = list(BUILTIN)
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.order: list[tuple[str, str, str, str]] = []
+        self.sent: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
     def find(self, group: str, version: str, plural: str) -> Resource | None:
         for res in self.resources:
@@ -154,6 +156,8 @@ class Recorder:
         with self.lock:
             if key not in self.objects:
                 self.order.append(key)
+                # Exactly what Helm sent, before this server adds uid, status and the like.
+                self.sent[key] = copy.deepcopy(obj)
             self.objects[key] = obj
             if obj.get("kind") == "CustomResourceDefinition":
                 self._serve_crd(obj)
@@ -359,6 +363,8 @@ def make_handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
                 obj = obj if self.command == "POST" else self._body()
                 if self.command == "PATCH":
                     obj = {**recorder.objects.get(key, {}), **obj}
+                recorder.store(key, copy.deepcopy(obj))
+                obj = recorder.objects[key]
                 meta = obj.setdefault("metadata", {})
                 meta.update(
                     name=name,
@@ -368,7 +374,6 @@ def make_handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
                 )
                 if namespace:
                     meta["namespace"] = namespace
-                recorder.store(key, obj)
                 self._send(201 if self.command == "POST" else 200, obj)
             elif self.command == "DELETE":
                 recorder.objects.pop(key, None)
@@ -422,11 +427,11 @@ def render(chart: Path, values: dict[str, Any], namespace: str, release: str) ->
             )
         )
         objects = [
-            recorder.objects[key]
+            recorder.sent[key]
             for key in recorder.order
             if key in recorder.objects
             # Helm's own release record is storage, not part of the chart.
-            and recorder.objects[key].get("metadata", {}).get("labels", {}).get("owner") != "helm"
+            and recorder.sent[key].get("metadata", {}).get("labels", {}).get("owner") != "helm"
         ]
     notes = ""
     if isinstance(result, dict):
