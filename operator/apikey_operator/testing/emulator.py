@@ -830,8 +830,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         route = self._route(raw.path)
-        if route.kind == "other" and raw.path not in ("/version", "/openapi/v2", "/openapi/v3",
-                                                      "/healthz", "/livez", "/readyz"):
+        if route.kind == "other" and not (raw.path.startswith("/openapi/") or raw.path in (
+                "/version", "/healthz", "/livez", "/readyz")):
             return await self._serve_kmock(raw)
         body = await raw.read()
         verb = self._verb(raw.method, route, raw.query)
@@ -892,12 +892,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if path in ("/healthz", "/livez", "/readyz"):
             return "ok"
         if path == "/openapi/v3":
-            return {"paths": {}}
-        if path == "/openapi/v2":
-            return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.37.0"},
-                    "paths": {}, "definitions": {}}
+            return kube_resources.openapi_v3_root([("", "v1"), *self._group_versions()],
+                                                  hash_of=str(len(self._types)))
+        if path.startswith("/openapi/v3/"):
+            gv_parts = path[len("/openapi/v3/"):].split("/")
+            group, version = ("", gv_parts[1]) if gv_parts[0] == "api" else (
+                gv_parts[1], gv_parts[2] if len(gv_parts) > 2 else "")
+            gv_types = [rt for rt in self._types.values()
+                        if rt.group == group and rt.version == version]
+            if not gv_types:
+                raise KubernetesApiError(404, "the server could not find the requested resource")
+            return kube_resources.openapi_v3_document(gv_types)
+        if path.startswith("/openapi/"):
+            # No OpenAPI v2: kubectl asks for it in protobuf and then falls back gracefully.
+            raise KubernetesApiError(404, "the server could not find the requested resource")
         if path == "/":
-            paths = {"/api", "/api/v1", "/apis", "/version", "/openapi/v2", "/openapi/v3"}
+            paths = {"/api", "/api/v1", "/apis", "/version", "/openapi/v3"}
             for group, version in self._group_versions():
                 paths |= {f"/apis/{group}", f"/apis/{group}/{version}"}
             return {"paths": sorted(paths)}

@@ -283,3 +283,59 @@ def to_table(rt: ResourceType, objects: Sequence[Mapping[str, Any]], *, resource
         ],
         "rows": rows,
     }
+
+
+# --- OpenAPI v3, as much as kubectl reads -----------------------------------------------------
+#
+# kubectl asks the OpenAPI v3 documents whether PATCH of a kind takes the ``fieldValidation``
+# query parameter (then it leaves validation to the server) and whether it takes strategic
+# merge patches. Only merge, JSON and apply patches are listed, so kubectl computes strategic
+# patches for built-ins from its own types and JSON merge patches for custom resources, as
+# it does against a real cluster.
+
+_PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
+                "application/apply-patch+yaml")
+
+
+def _gv_path(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else f"api/{version}"
+
+
+def openapi_v3_root(group_versions: Iterable[tuple[str, str]], hash_of: str) -> dict[str, Any]:
+    """The ``/openapi/v3`` index: one document per group/version."""
+    return {"paths": {
+        _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={hash_of}"}
+        for g, v in group_versions
+    }}
+
+
+def openapi_v3_document(types: Sequence[ResourceType]) -> dict[str, Any]:
+    """The OpenAPI v3 document of one group/version: operations and, for CRs, schemas."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for rt in types:
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        params = [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                  {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                  {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}]
+        base = "/" + _gv_path(rt.group, rt.version)
+        collection = (f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced
+                      else f"{base}/{rt.plural}")
+        operation = {"x-kubernetes-group-version-kind": gvk, "parameters": params,
+                     "responses": {"200": {"description": "OK"}}}
+        paths[collection] = {"post": {**operation, "x-kubernetes-action": "post"},
+                             "get": {**operation, "x-kubernetes-action": "list"}}
+        paths[f"{collection}/{{name}}"] = {
+            "get": {**operation, "x-kubernetes-action": "get"},
+            "put": {**operation, "x-kubernetes-action": "put"},
+            "delete": {**operation, "x-kubernetes-action": "delete"},
+            "patch": {**operation, "x-kubernetes-action": "patch",
+                      "requestBody": {"content": {t: {"schema": {"type": "object"}}
+                                                  for t in _PATCH_TYPES}}},
+        }
+        if rt.schema is not None:
+            reversed_group = ".".join(reversed(rt.group.split(".")))
+            schemas[f"{reversed_group}.{rt.version}.{rt.kind}"] = {
+                **rt.schema, "x-kubernetes-group-version-kind": [gvk]}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.0"},
+            "paths": paths, "components": {"schemas": schemas}}
