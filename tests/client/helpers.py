@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from apikey_operator.client import KeySource, SourceUnavailable
@@ -55,3 +56,8 @@ class ScriptedSource:
         if self.down:
             raise SourceUnavailable(f"{self.description}: cannot connect")
         return self.key
+
+
+def document(key: str, version: int) -> str:
+    """A stand-in for the operator's VersionDocument JSON (the client never parses it)."""
+    return json.dumps({"version": version, "key": key})
