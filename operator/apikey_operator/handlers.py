@@ -86,7 +86,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 600
-    settings.batching.worker_limit = 1000
+    settings.queueing.worker_limit = 1000
     if STATE.settings.standalone:
         settings.peering.standalone = True
     else:

@@ -111,7 +111,7 @@ def test_invalid_specs_name_the_field(spec: dict[str, object], field: str) -> No
 
 
 def test_a_spec_that_is_not_an_object_is_refused() -> None:
-    with pytest.raises(SpecError, match="^spec must be an object"):
+    with pytest.raises(SpecError, match=r"^spec must be an object"):
         parse_apikey({"metadata": {"name": "k"}, "spec": ["x"]})
 
 
