@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize(("key_spec", "fmt"), [
     ({}, keys.KeyFormat(32, "base62", "")),
-    ({"encoding": "base62", "prefix": "bill_", "length": 48}, keys.KeyFormat(48, "base62", "bill_")),
+    ({"encoding": "base62", "prefix": "bill_", "length": 48},
+     keys.KeyFormat(48, "base62", "bill_")),
     ({"encoding": "base64url", "length": 16}, keys.KeyFormat(16, "base64url", "")),
     ({"encoding": "hex", "prefix": "hx_", "length": 128}, keys.KeyFormat(128, "hex", "hx_")),
 ], ids=["base62 default", "base62 with prefix", "base64url", "hex with prefix"])
