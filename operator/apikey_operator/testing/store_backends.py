@@ -1,0 +1,232 @@
+"""One object per store backend for tests: builds stores and reaches behind them.
+
+A `StoreBackend` knows how to configure a fresh store object against its server
+(every store it makes shares the backend's data, like a restarted operator
+would), how to plant an entry the operator did not create at a derived path,
+and how to snapshot an entry's raw content with the backend's own SDK. The
+contract suite is written against this interface only, so a new backend is one
+class (or fixture) away.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from apikey_operator.stores import Store, factory_for
+from apikey_operator.stores.base import KeyRef
+from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
+
+OPERATOR_NAMESPACE = "apikey-operator"
+TEST_TIMEOUT_SECONDS = 2.0
+AWS_TEST_REGION = "us-east-1"
+AWS_TEST_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class StoreBackend(Protocol):
+    """What the contract suite needs from a backend."""
+
+    name: str
+    # Cut or hang the path between stores and their server (None: no outage simulation).
+    proxy: TcpProxy | None
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """The store's config block (with `type`), `overrides` merged in."""
+        ...
+
+    def make_store(self, **overrides: Any) -> Store:
+        """A fresh store object over the backend's data (closed by `aclose`)."""
+        ...
+
+    def plant_foreign(self, ref: KeyRef, owner_uid: str | None) -> None:
+        """Create an entry at `ref`'s derived path with the raw SDK: without the
+        managed-by marker (`owner_uid` None) or marked as owned by `owner_uid`."""
+        ...
+
+    def snapshot(self, ref: KeyRef) -> Any:
+        """The entry's raw content, comparable with ==; None when there is none."""
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
+
+class _BackendBase:
+    name = ""
+    store_type = ""
+
+    def __init__(self, proxy: TcpProxy | None) -> None:
+        self.proxy = proxy
+        self._stores: list[Store] = []
+
+    def base_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return _merge({"type": self.store_type, **self.base_config()}, overrides)
+
+    def make_store(self, **overrides: Any) -> Store:
+        factory = factory_for(self.store_type)
+        store = factory(self.name, self.config(**overrides), OPERATOR_NAMESPACE)
+        self._stores.append(store)
+        return store
+
+    async def aclose(self) -> None:
+        stores, self._stores = self._stores, []
+        for store in stores:
+            await store.close()
+
+
+def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def unique_prefix() -> str:
+    """A path segment that keeps one test's entries apart from every other test's."""
+    return f"t{secrets.token_hex(5)}"
+
+
+class VaultBackend(_BackendBase):
+    """OpenBao KV v2 behind a proxy; every backend object gets its own pathPrefix."""
+
+    name = "vault"
+    store_type = "vault"
+
+    def __init__(self, server: OpenBaoServer, token_file: Path, proxy: TcpProxy | None) -> None:
+        super().__init__(proxy)
+        self.server = server
+        self.token_file = token_file
+        self.mount = "secret"
+        self.path_prefix = f"apikeys/{unique_prefix()}"
+
+    def base_config(self) -> dict[str, Any]:
+        return {
+            "address": self.proxy.address if self.proxy else self.server.address,
+            "mount": self.mount,
+            "pathPrefix": self.path_prefix,
+            "auth": {"method": "token", "tokenFile": str(self.token_file)},
+            "timeoutSeconds": TEST_TIMEOUT_SECONDS,
+        }
+
+    def path(self, ref: KeyRef) -> str:
+        return f"{self.path_prefix}/{ref.namespace}/{ref.name}"
+
+    def client(self) -> Any:
+        """An hvac client straight to the server (not through the proxy), as root."""
+        import hvac
+
+        return hvac.Client(url=self.server.address, token=self.server.token, timeout=5)
+
+    def plant_foreign(self, ref: KeyRef, owner_uid: str | None) -> None:
+        kv = self.client().secrets.kv.v2
+        kv.create_or_update_secret(
+            path=self.path(ref), secret={"key": "foreign-value", "note": "not the operator's"},
+            mount_point=self.mount,
+        )
+        if owner_uid is not None:
+            kv.update_metadata(
+                path=self.path(ref), mount_point=self.mount,
+                custom_metadata={"managed-by": "apikey-operator", "owner-uid": owner_uid,
+                                 "current": "1"},
+            )
+
+    def snapshot(self, ref: KeyRef) -> Any:
+        import hvac.exceptions
+
+        kv = self.client().secrets.kv.v2
+        try:
+            meta = kv.read_secret_metadata(path=self.path(ref), mount_point=self.mount)["data"]
+        except hvac.exceptions.InvalidPath:
+            return None
+        versions = {}
+        for number, info in sorted(meta["versions"].items()):
+            try:
+                data = kv.read_secret_version(
+                    path=self.path(ref), version=int(number), mount_point=self.mount,
+                    raise_on_deleted_version=True,
+                )["data"]["data"]
+            except hvac.exceptions.InvalidPath:
+                data = None
+            versions[number] = (info["destroyed"], data)
+        return {"custom": meta.get("custom_metadata"), "latest": meta["current_version"],
+                "versions": versions}
+
+
+class AwsBackend(_BackendBase):
+    """moto's Secrets Manager behind a proxy; every backend object gets its own namePrefix.
+
+    Stores find credentials in the default chain: set AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (the `store_backend_aws` fixture does).
+    """
+
+    name = "aws"
+    store_type = "aws-secrets-manager"
+
+    def __init__(self, server: MotoServer, proxy: TcpProxy | None) -> None:
+        super().__init__(proxy)
+        self.server = server
+        self.name_prefix = f"apikeys/{unique_prefix()}/"
+
+    def base_config(self) -> dict[str, Any]:
+        return {
+            "region": AWS_TEST_REGION,
+            "namePrefix": self.name_prefix,
+            "endpointUrl": self.proxy.address if self.proxy else self.server.endpoint_url,
+            "timeoutSeconds": TEST_TIMEOUT_SECONDS,
+        }
+
+    def secret_name(self, ref: KeyRef) -> str:
+        return f"{self.name_prefix}{ref.namespace}/{ref.name}"
+
+    def client(self) -> Any:
+        """A boto3 Secrets Manager client straight to moto (not through the proxy)."""
+        import boto3
+
+        return boto3.client(
+            "secretsmanager",
+            endpoint_url=self.server.endpoint_url,
+            region_name=AWS_TEST_REGION,
+            aws_access_key_id=AWS_TEST_CREDENTIALS["aws_access_key_id"],
+            aws_secret_access_key=AWS_TEST_CREDENTIALS["aws_secret_access_key"],
+        )
+
+    def plant_foreign(self, ref: KeyRef, owner_uid: str | None) -> None:
+        tags = []
+        if owner_uid is not None:
+            tags = [{"Key": "managed-by", "Value": "apikey-operator"},
+                    {"Key": "apikeys.dev/owner-uid", "Value": owner_uid}]
+        self.client().create_secret(
+            Name=self.secret_name(ref), SecretString='{"key": "foreign-value"}', Tags=tags
+        )
+
+    def snapshot(self, ref: KeyRef) -> Any:
+        client = self.client()
+        try:
+            described = client.describe_secret(SecretId=self.secret_name(ref))
+        except client.exceptions.ResourceNotFoundException:
+            return None
+        stages = described.get("VersionIdsToStages", {})
+        values = {
+            vid: client.get_secret_value(SecretId=self.secret_name(ref), VersionId=vid)[
+                "SecretString"
+            ]
+            for vid in stages
+        }
+        tags = sorted((t["Key"], t["Value"]) for t in described.get("Tags", []))
+        return {"tags": tags, "stages": {k: sorted(v) for k, v in stages.items()},
+                "values": values, "description": described.get("Description")}
+
+    def stages(self, ref: KeyRef) -> dict[str, list[str]]:
+        """VersionId -> sorted staging labels, from list_secret_version_ids."""
+        listed = self.client().list_secret_version_ids(
+            SecretId=self.secret_name(ref), IncludeDeprecated=True
+        )
+        return {v["VersionId"]: sorted(v.get("VersionStages", [])) for v in listed["Versions"]}
