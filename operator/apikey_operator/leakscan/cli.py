@@ -78,9 +78,12 @@ def read_text(path: Path, max_bytes: int) -> str | None:
 
 def scan_text(text: str) -> Iterator[tuple[int, str]]:
     """(line number, fingerprint) of every verified key in `text`, lines counted from 1."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        for finding in find_keys(line):
-            yield number, finding.fingerprint
+    # One pass over the whole text (runs never cross a newline), then offsets -> lines.
+    line, counted_to = 1, 0
+    for finding in find_keys(text):
+        line += text.count("\n", counted_to, finding.start)
+        counted_to = finding.start
+        yield line, finding.fingerprint
 
 
 def _plugin_path() -> str:
