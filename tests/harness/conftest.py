@@ -16,6 +16,6 @@ from tests.harness.http import Http
 
 
 @pytest.fixture
-def http(kube_api: EmulatorRunner) -> Http:
+def http(kube_api: EmulatorRunner) -> Http:  # noqa: F811
     """Raw HTTP access to the emulator, for checking exactly what a client would see."""
     return Http(kube_api.url)
