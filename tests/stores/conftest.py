@@ -1,0 +1,63 @@
+"""The store contract suite runs once per backend named in STORE_BACKENDS.
+
+A backend is a ``store_backend_<name>`` fixture returning a
+`apikey_operator.testing.store_backends.StoreBackend`; adding one is adding its
+name here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from apikey_operator.keys import KeyFormat, generate
+from apikey_operator.stores.base import KeyRef, VersionDocument
+from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
+    aws_test_credentials,
+    counting_store,
+    make_store,
+    moto_server,
+    openbao_server,
+    openbao_token_file,
+    store_backend,
+    store_backend_aws,
+    store_backend_vault,
+)
+from apikey_operator.testing.store_backends import StoreBackend
+
+STORE_BACKENDS = ["vault", "aws"]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Each contract test runs against every backend."""
+    found: StoreBackend = request.getfixturevalue(f"store_backend_{request.param}")
+    return found
+
+
+CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+GRACE_END = datetime(2026, 1, 3, 3, 4, 5, tzinfo=UTC)
+
+
+def new_ref(namespace: str = "payments", name: str = "billing-client") -> KeyRef:
+    return KeyRef(namespace=namespace, name=name, uid=str(uuid.uuid4()))
+
+
+def new_doc(
+    version: int,
+    *,
+    handles: dict[str, str] | None = None,
+    scopes: tuple[str, ...] = ("invoices:read",),
+    fmt: KeyFormat | None = None,
+) -> VersionDocument:
+    fmt = fmt or KeyFormat(length=24, encoding="base62", prefix="bill_")
+    return VersionDocument(
+        version=version,
+        key=generate(fmt),
+        created_at=CREATED,
+        key_format=fmt,
+        scopes=scopes,
+        handles=handles or {},
+    )
