@@ -141,7 +141,9 @@ class AwsStore:
             VersionStages=["AWSPENDING"],
         )
 
-    def rotate(self, key: str) -> None:
+    def rotate(self, key: str, finish: bool = True) -> None:
+        """Promote a new version like the operator; without `finish`, stop after moving
+        AWSCURRENT (a promotion interrupted before AWSPENDING is removed)."""
         token = str(uuid.uuid4())
         self.admin.put_secret_value(
             SecretId=self.secret_id,
@@ -155,6 +157,10 @@ class AwsStore:
             MoveToVersionId=token,
             RemoveFromVersionId=self._current_version(),
         )
+        if finish:
+            self.admin.update_secret_version_stage(
+                SecretId=self.secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=token
+            )
 
 
 @pytest.fixture(params=["vault", "aws"])
@@ -331,3 +337,12 @@ def test_an_aws_secret_that_is_not_the_operators_document_is_unavailable(moto: M
     with pytest.raises(SourceUnavailable, match="JSON document") as info:
         AwsSecretsManagerSource(client=admin, secret_id=secret_id).read()
     assert "plain-text" not in str(info.value)
+
+
+def test_an_interrupted_aws_promotion_still_serves_the_old_current_key(
+    moto: MotoServer, moto_proxy: TcpProxy
+) -> None:
+    store = AwsStore(moto, moto_proxy, new_key("old"))
+    store.rotate(new_key("new"), finish=False)
+    # The operator counts the old version (now AWSPREVIOUS) as current until it finishes.
+    assert store.source().read() == store.current

@@ -18,9 +18,12 @@ from apikey_operator.client.errors import SourceUnavailable
 # The layout the operator's stores write (fixed):
 #  * Vault KV v2: custom_metadata["current"] (and ["previous"] during a grace) is the
 #    KV version number; each version's data is {"key": ..., "document": ...}.
-#  * AWS Secrets Manager: the AWSCURRENT version's SecretString is the same JSON.
+#  * AWS Secrets Manager: the AWSCURRENT version's SecretString is the same JSON
+#    (see AwsSecretsManagerSource for the unfinished-promotion case).
 VAULT_CURRENT_METADATA = "current"
 AWS_CURRENT_STAGE = "AWSCURRENT"
+AWS_PENDING_STAGE = "AWSPENDING"
+AWS_PREVIOUS_STAGE = "AWSPREVIOUS"
 KEY_FIELD = "key"
 
 
@@ -135,7 +138,14 @@ class VaultSource:
 
 
 class AwsSecretsManagerSource:
-    """Reads the current key (stage AWSCURRENT) the operator keeps in AWS Secrets Manager."""
+    """Reads the current key the operator keeps in AWS Secrets Manager.
+
+    That is the version labelled AWSCURRENT, except while a promotion is unfinished:
+    AWS labels a secret's very first version AWSCURRENT on its own, and a promotion
+    interrupted after moving AWSCURRENT leaves AWSPENDING on the same version. The
+    operator then still counts the AWSPREVIOUS version as current, and so does this
+    source; with no such version (the first key is not promoted yet) there is no key.
+    """
 
     def __init__(self, client: Any, secret_id: str) -> None:
         if not secret_id:
@@ -145,12 +155,23 @@ class AwsSecretsManagerSource:
         self.description = f"aws-secrets-manager:{secret_id}"
 
     def read(self) -> str:
+        response = self._get(AWS_CURRENT_STAGE)
+        if AWS_PENDING_STAGE in (response.get("VersionStages") or ()):
+            try:
+                response = self._get(AWS_PREVIOUS_STAGE)
+            except SourceUnavailable:
+                raise SourceUnavailable(
+                    f"{self.description}: no promoted key yet (the first key is still pending)"
+                ) from None
+        return self._key(response)
+
+    def _get(self, stage: str) -> Any:
         try:
-            response = self.client.get_secret_value(
-                SecretId=self.secret_id, VersionStage=AWS_CURRENT_STAGE
-            )
+            return self.client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
         except Exception as exc:
             raise self._classify(exc) from exc
+
+    def _key(self, response: Any) -> str:
         text = response.get("SecretString")
         try:
             key = json.loads(text)[KEY_FIELD] if isinstance(text, str) else None
@@ -159,8 +180,8 @@ class AwsSecretsManagerSource:
         if not isinstance(key, str) or not key:
             # `from None`: a parse error could quote part of the secret.
             raise SourceUnavailable(
-                f"{self.description}: the {AWS_CURRENT_STAGE} version is not the "
-                f"operator's JSON document with a {KEY_FIELD!r} field"
+                f"{self.description}: the current version is not the operator's "
+                f"JSON document with a {KEY_FIELD!r} field"
             ) from None
         return key
 
