@@ -231,8 +231,9 @@ class ConfigReader:
         return path
 
     def no_unknown_fields(self) -> None:
-        for field in self.raw:
-            if field not in self._seen:
+        """Record every field nobody read; `null` counts as absent, as YAML users expect."""
+        for field, value in self.raw.items():
+            if field not in self._seen and value is not None:
                 self.problem(str(field), "is not a known field")
 
     def done(self) -> None:
