@@ -47,6 +47,7 @@ class Worker:
     secret_name: str = ""
     secret_digest: str = ""
     policy_name: str | None = None
+    status_written: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -187,21 +188,29 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             spec = body.get("spec") or {}
             ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
             worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
+            status = dict(body.get("status", {}))
+            if worker.status_written is not None:
+                # We are the only writer of these fields; the watch may lag behind our patch.
+                status.update(worker.status_written)
+                status = {k: v for k, v in status.items() if v is not None}
             snapshot = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey",
                         "metadata": dict(body.get("metadata", {})),
                         "spec": dict(spec) if isinstance(spec, Mapping) else spec,
-                        "status": dict(body.get("status", {}))}
+                        "status": status}
             labels = STATE.namespaces.get(namespace) if STATE.namespaces_known else None
             delay: float | None
             try:
                 outcome = await reconciler.reconcile(snapshot, STATE.policies, labels)
             except ReconcileFailed as exc:
+                if exc.status is not None:
+                    worker.status_written = exc.status
                 delay = _jittered(max(backoff, exc.retry_after or 0.0))
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
             else:
                 backoff = BACKOFF_START
                 worker.secret_digest = outcome.secret_digest
+                worker.status_written = outcome.status
                 delay = None
                 if outcome.wake_at is not None:
                     delay = max(0.0, (outcome.wake_at - datetime.now(UTC)).total_seconds())

@@ -61,14 +61,19 @@ class Outcome:
     wake_at: datetime | None
     blocked: bool
     secret_digest: str
+    # The status as this reconcile left it: the next reconcile starts from it, because the
+    # watch event carrying our own patch may not have arrived yet.
+    status: Mapping[str, Any]
 
 
 class ReconcileFailed(Exception):
     """Reconcile stopped early; the status already says why. `retry_after` hints the backoff."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None,
+                 status: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 def secret_digest(data: Mapping[str, Any] | None) -> str:
@@ -189,19 +194,19 @@ class Reconciler:
                 obs = replace(obs, now=self.rt.clock())
                 plan = rotation.plan(obs)
         except StoreUnavailable as exc:
-            await self._report_failure(body, obs, "StoreUnavailable", str(exc))
-            raise ReconcileFailed(str(exc), exc.retry_after) from None
+            status_after = await self._report_failure(body, obs, "StoreUnavailable", str(exc))
+            raise ReconcileFailed(str(exc), exc.retry_after, status_after) from None
         except StoreConflict as exc:
-            await self._report_failure(body, obs, "StoreConflict", str(exc))
-            return Outcome(None, True, "")
+            status_after = await self._report_failure(body, obs, "StoreConflict", str(exc))
+            return Outcome(None, True, "", status_after or {})
         except StoreError as exc:
-            await self._report_failure(body, obs, "RotationFailed", str(exc))
-            raise ReconcileFailed(str(exc)) from None
+            status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
+            raise ReconcileFailed(str(exc), None, status_after) from None
         except KubeTransient as exc:
             raise ReconcileFailed(str(exc), exc.retry_after) from None
         except KubeError as exc:
-            await self._report_failure(body, obs, "RotationFailed", str(exc))
-            raise ReconcileFailed(str(exc)) from None
+            status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
+            raise ReconcileFailed(str(exc), None, status_after) from None
 
         restart_token = status.get("lastRestartToken")
         if plan.restarts and plan.restart_token and plan.restart_token != restart_token:
@@ -215,7 +220,8 @@ class Reconciler:
         await self._write_status(body, status, new_status)
         self._observe_metrics(ref, new_status)
         return Outcome(plan.wake_at, plan.blocked,
-                       secret_digest((secret_obj or {}).get("data")) if secret_obj else "")
+                       secret_digest((secret_obj or {}).get("data")) if secret_obj else "",
+                       new_status)
 
     async def _apply(
         self,
@@ -291,7 +297,7 @@ class Reconciler:
         self.rt.post_event(body, event.type, event.reason, event.message)
 
     async def _report_failure(self, body: Mapping[str, Any], obs: Observation,
-                              reason: str, message: str) -> None:
+                              reason: str, message: str) -> Mapping[str, Any] | None:
         """Ready=False with `reason`, everything else in status kept; a Warning on transition."""
         status: Mapping[str, Any] = body.get("status") or {}
         kept = [c for c in status.get("conditions") or []
@@ -309,6 +315,8 @@ class Reconciler:
             await self._write_status(body, status, new_status)
         except KubeError as exc:
             logger.warning("could not record %s in status: %s", reason, exc)
+            return None
+        return new_status
 
     async def _write_status(self, body: Mapping[str, Any], old: Mapping[str, Any],
                             new: Mapping[str, Any]) -> None:
