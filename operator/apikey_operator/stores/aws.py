@@ -167,7 +167,7 @@ def _classify(store_name: str) -> Callable[[BaseException, str], StoreError | No
                 return StoreUnavailable(f"{where}: throttled by AWS ({code})", retry_after=5.0)
             if code in _UNAVAILABLE or status >= 500:
                 return StoreUnavailable(f"{where}: AWS answered {code or status}")
-            if code == "InvalidRequestException" and "deletion" in message.lower():
+            if code == "InvalidRequestException" and "delet" in message.lower():
                 return StoreUnavailable(
                     f"{where}: the secret is scheduled for deletion ({message})", retry_after=30.0
                 )
@@ -200,6 +200,8 @@ class _Secret:
     tags: dict[str, str]
     stages: dict[str, list[str]]
     description: str
+    # Scheduled for deletion (or being force-deleted): AWS refuses reads and writes.
+    deleted: bool = False
 
     @property
     def owner_uid(self) -> str:
@@ -279,6 +281,7 @@ class AwsSecretsManagerStore:
         if secret.owner_uid != ref.uid or not ref.uid:
             # Not ours: report who owns it, never load its versions.
             return StoreState(exists=True, owner_uid=secret.owner_uid)
+        self._refuse_deleted(ref, secret)
         current_vid, pending_vid, previous_vid = self._pointers(secret)
         current = self._version(name, current_vid, deadline)
         previous = self._version(name, previous_vid, deadline)
@@ -413,7 +416,8 @@ class AwsSecretsManagerStore:
 
     def _delete(self, ref: KeyRef, deadline: Deadline) -> None:
         name = self.secret_name(ref)
-        if self._owned(ref, name, deadline) is None:
+        secret = self._owned(ref, name, deadline, allow_deleted=True)
+        if secret is None or secret.deleted:
             return
         self._call(deadline).delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
 
@@ -453,15 +457,28 @@ class AwsSecretsManagerStore:
             tags={t["Key"]: t["Value"] for t in response.get("Tags", [])},
             stages={k: list(v) for k, v in response.get("VersionIdsToStages", {}).items()},
             description=response.get("Description", ""),
+            deleted="DeletedDate" in response,
         )
 
-    def _owned(self, ref: KeyRef, name: str, deadline: Deadline) -> _Secret | None:
+    def _owned(
+        self, ref: KeyRef, name: str, deadline: Deadline, *, allow_deleted: bool = False
+    ) -> _Secret | None:
         """The secret if it is absent (None) or ours; StoreConflict otherwise."""
         secret = self._describe(name, deadline)
         if secret is not None:
             state = StoreState(exists=True, owner_uid=secret.owner_uid)
             check_owner(state, ref, self.location(ref))
+            if not allow_deleted:
+                self._refuse_deleted(ref, secret)
         return secret
+
+    def _refuse_deleted(self, ref: KeyRef, secret: _Secret) -> None:
+        if secret.deleted:
+            raise StoreUnavailable(
+                f"{self.location(ref)} is scheduled for deletion; AWS refuses to use it until "
+                "it is restored or gone",
+                retry_after=30.0,
+            )
 
     def _create(
         self, ref: KeyRef, name: str, document: VersionDocument, deadline: Deadline
