@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import threading
 import time
 from typing import Any
 
@@ -178,3 +179,18 @@ def test_kopf_operator_handles_create_and_delete(kube_api: EmulatorRunner) -> No
     failures = [r for r in kube_api.traffic.records(include_watches=True, include_discovery=True)
                 if r.status is not None and r.status >= 500]
     assert failures == []
+
+
+def test_kubectl_waits_for_a_finalized_deletion(kubectl: KubectlFn,
+                                                kube_api: EmulatorRunner) -> None:
+    kube_api.create_object({**apikey("c"), "metadata": {"name": "c", "namespace": "default",
+                                                        "finalizers": ["x/y"]}})
+    kube_api.delete_object("apikeys", "default", "c")
+    assert kube_api.get_object("apikeys", "default", "c") is not None
+    release = threading.Timer(0.5, lambda: kube_api.patch_object(
+        "apikeys", "default", "c", {"metadata": {"finalizers": None}}))
+    release.start()
+    result = kubectl("wait", "--for=delete", "ak/c", "--timeout=20s")
+    release.join()
+    assert "condition met" in result.stdout
+    assert kube_api.get_object("apikeys", "default", "c") is None

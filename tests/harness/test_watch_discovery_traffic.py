@@ -190,3 +190,15 @@ def test_injected_faults_hit_the_next_matching_requests(http: Http,
     assert slow.hits == 1
     assert [r.injected for r in traffic.records(verbs="create", resource="secrets")] == [
         True, True, True, True, False]
+
+
+def test_watch_list_sends_initial_objects_then_a_bookmark(http: Http,
+                                                          kube_api: EmulatorRunner) -> None:
+    http.post(SECRETS, secret("x"))
+    stream = Stream(f"{kube_api.url}{SECRETS}?watch=true&sendInitialEvents=true"
+                    "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
+    events = stream.wait_for(2)
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"]["annotations"] == {
+        "k8s.io/initial-events-end": "true"}
+    kube_api.cut_watches()

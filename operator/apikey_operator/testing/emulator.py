@@ -1069,9 +1069,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         since = query.get("resourceVersion") or ""
         initial: list[Body] = []
         gone = False
+        # A "watch list" (client-go's streaming list) wants the current objects first and then
+        # a bookmark that marks the end of them.
+        watch_list = query.get("sendInitialEvents") == "true"
         # Registration and the backlog replay happen without an await in between, so no
         # event can fall into the gap between them.
-        if since in ("", "0"):
+        if since in ("", "0") or watch_list:
             initial = [{"type": "ADDED", "object": obj}
                        for obj in self._select(rt, namespace, None, None) if watcher.wants(obj)]
         else:
@@ -1088,6 +1091,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                         event = self._event_for(watcher, entry)
                         if event is not None:
                             initial.append(event)
+        if watch_list:
+            initial.append({"type": "BOOKMARK", "object": {
+                "kind": rt.kind, "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(self._rv),
+                             "annotations": {"k8s.io/initial-events-end": "true"}}}})
         self._watchers[rt.key].add(watcher)
         response = aiohttp.web.StreamResponse(status=200, headers={
             "Content-Type": _JSON, "Cache-Control": "no-cache, private"})
