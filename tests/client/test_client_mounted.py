@@ -137,6 +137,7 @@ def _read_while(writer: multiprocessing.process.BaseProcess, read: Callable[[], 
     assert failures == []
 
 
+@pytest.mark.slow
 def test_readers_never_see_a_partial_key_during_thousands_of_swaps(tmp_path: Path) -> None:
     SecretVolume(tmp_path).write({"api-key": _big_key(0)})
     source = MountedSecretSource(str(tmp_path))
@@ -158,6 +159,7 @@ def test_readers_never_see_a_partial_key_during_thousands_of_swaps(tmp_path: Pat
     assert len(seen) > 20
 
 
+@pytest.mark.slow
 def test_a_snapshot_never_mixes_two_versions(tmp_path: Path) -> None:
     # Each version pairs current i with previous i-1; a reader that resolved each
     # file separately could pair files from two different versions.
