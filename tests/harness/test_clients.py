@@ -175,9 +175,23 @@ def test_kopf_operator_handles_create_and_delete(kube_api: EmulatorRunner) -> No
         kube_api.delete_object("apikeys", "default", "one")
         assert _wait(lambda: kube_api.get_object("apikeys", "default", "one") is None)
         assert "deleted:one" in seen
-    assert sorted(n for n in seen if not n.startswith("deleted:")) == ["one", "two"]
+
+        # Cut streams and a failing write: kopf re-watches and retries, as with a real server.
+        assert kube_api.cut_watches("apikeys") >= 1
+        kube_api.traffic.inject(status=500, verbs="patch", resource="apikeys")
+        kube_api.create_object(apikey("three"))
+
+        def three_done() -> bool:
+            three = kube_api.get_object("apikeys", "default", "three")
+            return bool(three and three.get("status", {}).get("storeRef"))
+
+        assert _wait(three_done, timeout=20)
+        injected = [r for r in kube_api.traffic.records(verbs="patch", resource="apikeys")
+                    if r.injected]
+        assert len(injected) == 1
+    assert sorted(n for n in seen if not n.startswith("deleted:")) == ["one", "three", "two"]
     failures = [r for r in kube_api.traffic.records(include_watches=True, include_discovery=True)
-                if r.status is not None and r.status >= 500]
+                if r.status is not None and r.status >= 500 and not r.injected]
     assert failures == []
 
 

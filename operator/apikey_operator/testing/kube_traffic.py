@@ -113,7 +113,7 @@ class Traffic:
     Safe to read from any thread: the emulator's loop appends under a lock.
     """
 
-    max_records: int = 200_000
+    max_records: int = 100_000
     _records: collections.deque[RequestRecord] = field(init=False)
     _seq: int = field(default=0, init=False)
     _totals: collections.Counter[tuple[str, str | None]] = field(
