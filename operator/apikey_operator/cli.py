@@ -85,7 +85,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from apikey_operator import handlers, metrics
     from apikey_operator.config import ConfigError, build_stores, settings_from_args
-    from apikey_operator.logging import configure_logging
 
     try:
         settings = settings_from_args(args.config, args.namespace, args.standalone,
@@ -95,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
         for line in str(exc).splitlines():
             print(f"apikey-operator: config: {line}", file=sys.stderr)
         return 2
+    from apikey_operator.logging import configure_logging
+
     configure_logging(args.log_format, "DEBUG" if args.verbose else "INFO")
     handlers.configure(settings)
     if settings.metrics_port:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "apikey-operator"
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME", "apikey-operator")
+    settings.posting.event_name_prefix = "apikey-"
     settings.watching.server_timeout = 600
     settings.queueing.worker_limit = 1000
     if STATE.settings.standalone:
