@@ -99,3 +99,18 @@ def render_chart(python: str, values: dict[str, Any], namespace: str = "apikey-o
     if "error" in output:
         raise RenderError(output["error"])
     return output
+
+
+def lint_chart(python: str, chart: Path = CHART) -> Any:
+    """Helm's own lint report for a chart folder."""
+    result = subprocess.run(
+        [python, str(RENDER), str(chart), "--lint"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"render.py --lint failed: {result.stderr[-2000:]}") from None

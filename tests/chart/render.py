@@ -8,8 +8,10 @@ templates, values schema, CRD handling and ordering are Helm's; this file only l
 Runs under Python 3.12 (helm-sdkpy's floor); the tests call it in a subprocess:
 
     python3.12 tests/chart/render.py CHART --values FILE.json [--namespace NS] [--release NAME]
+    python3.12 tests/chart/render.py CHART --lint
 
-and read one JSON document from stdout: {"objects": [...], "notes": "..."}.
+and read one JSON document from stdout: {"objects": [...], "notes": "..."}, or with
+--lint Helm's lint report: {"messages": [{"severity": 1, "path": ...}], "errors": [...]}.
 Standard library only, besides helm_sdkpy.
 """
 
@@ -440,6 +442,24 @@ def render(chart: Path, values: dict[str, Any], namespace: str, release: str) ->
     return {"objects": objects, "notes": notes, "release": _scalar_fields(result)}
 
 
+def lint(chart: Path) -> dict[str, Any]:
+    """`helm lint` through Helm's library; severities 1 info, 2 warning, 3 error."""
+    import helm_sdkpy  # only in the 3.12 venv
+
+    with recording_server() as (_, url), tempfile.TemporaryDirectory() as home:
+        config_path = Path(home) / "kubeconfig"
+        config_path.write_text(kubeconfig(url), encoding="utf-8")
+        config = helm_sdkpy.Configuration(namespace="apikey-operator", kubeconfig=str(config_path))
+        report = asyncio.run(helm_sdkpy.Lint(config).run(str(chart)))
+    return {
+        "messages": [
+            {"severity": m.get("Severity"), "path": m.get("Path"), "error": str(m.get("Err"))}
+            for m in report.get("Messages") or []
+        ],
+        "errors": [str(e) for e in report.get("Errors") or []],
+    }
+
+
 def _scalar_fields(result: Any) -> dict[str, Any]:
     if not isinstance(result, dict):
         return {}
@@ -452,10 +472,14 @@ def main() -> int:
     parser.add_argument("--values", type=Path, help="a JSON file of values")
     parser.add_argument("--namespace", default="apikey-operator")
     parser.add_argument("--release", default="apikey-operator")
+    parser.add_argument("--lint", action="store_true", help="run helm lint instead")
     args = parser.parse_args()
     values = json.loads(args.values.read_text(encoding="utf-8")) if args.values else {}
     try:
-        output = render(args.chart, values, args.namespace, args.release)
+        if args.lint:
+            output = lint(args.chart)
+        else:
+            output = render(args.chart, values, args.namespace, args.release)
     except Exception as exc:  # report Helm's own message to the calling test
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1

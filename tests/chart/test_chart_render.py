@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from helm_engine import Render, RenderError
+from helm_engine import CHART, Render, RenderError, lint_chart
 
 pytestmark = pytest.mark.integration
 
@@ -329,3 +330,18 @@ def test_metrics_service_monitor_and_alerts(render: Render) -> None:
 def test_values_schema_rejects_bad_values(render: Render, values: dict[str, Any]) -> None:
     with pytest.raises(RenderError, match=r"(?i)schema|values"):
         render(values)
+
+
+def test_helm_lint_reports_no_warnings(helm_python: str) -> None:
+    report = lint_chart(helm_python)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_helm_lint_catches_a_broken_template(helm_python: str, tmp_path: Path) -> None:
+    broken = tmp_path / "apikey-operator"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.deeper }}\n")
+    report = lint_chart(helm_python, broken)
+    assert report["errors"]
+    assert any(m["severity"] == 3 for m in report["messages"])

@@ -407,3 +407,10 @@ def test_status_accepts_what_the_contract_describes(apikey_schema: dict[str, Any
 )
 def test_malformed_status_fails(apikey_schema: dict[str, Any], dotted: str, value: Any) -> None:
     assert errors(apikey_schema, with_field(valid_apikey(), dotted, value))
+
+
+@pytest.mark.parametrize("path", [APIKEY_CRD, POLICY_CRD], ids=lambda p: p.name)
+def test_the_crd_objects_are_valid_for_the_api_server(path: Path) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(load_crd(path), "1.33.0", strict=True)
