@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from apikey_operator import redaction
 from apikey_operator.testing.kube_runner import EmulatorRunner
@@ -139,8 +139,8 @@ class LocalCluster:
                 return dict(cond)
         return {}
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 20.0,
-                 what: str = "condition") -> T:
+    def wait_for(self, predicate: Callable[[], T | None | Literal[False]],
+                 timeout: float = 20.0, what: str = "condition") -> T:
         """Poll `predicate` until it returns something truthy; raise with `what` on timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -163,9 +163,10 @@ class LocalCluster:
 
     def wait_reason(self, namespace: str, name: str, reason: str,
                     timeout: float = 20.0, type_: str = "Ready") -> dict[str, Any]:
-        return self.wait_for(
-            lambda: (c := self.condition(namespace, name, type_)).get("reason") == reason and c,
-            timeout, f"{type_} reason {reason} on {namespace}/{name}")
+        def matching() -> dict[str, Any] | None:
+            cond = self.condition(namespace, name, type_)
+            return cond if cond.get("reason") == reason else None
+        return self.wait_for(matching, timeout, f"{type_} reason {reason} on {namespace}/{name}")
 
     # --- leak scan -----------------------------------------------------------------------------
 

