@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from apikey_operator import keys, metrics, rotation
+from apikey_operator import crashpoints, keys, metrics, rotation
 from apikey_operator.conditions import Condition, build_conditions, condition_of
 from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_data, secret_body
 from apikey_operator.rotation import (
@@ -238,6 +238,7 @@ class Reconciler:
             self.rt.on_key_seen(key)
             written = await self._store_call(store, "write_pending",
                                              store.write_pending(ref, step.document(key)))
+            crashpoints.reached("after-create")
             return rotation.advance(obs, step, written), secret_obj
         if isinstance(step, WriteSecret):
             new_body = secret_body(ref.namespace, step.name, step.data, step.labels,
@@ -246,6 +247,8 @@ class Reconciler:
                 secret_obj = await self.rt.kube.create_secret(new_body)
             else:
                 secret_obj = await self.rt.kube.replace_secret(new_body)
+            crashpoints.reached({"project": "after-project", "expire": "after-expire-secret",
+                                 "restore": "after-restore"}[step.purpose])
             if step.event is not None:
                 self._event(body, step.event)
             return rotation.advance(obs, step), secret_obj
@@ -259,12 +262,14 @@ class Reconciler:
             except StoreError:
                 metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "failure").inc()
                 raise
+            crashpoints.reached("after-promote")
             metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "success").inc()
             if step.event is not None:
                 self._event(body, step.event)
             return rotation.advance(obs, step), secret_obj
         assert isinstance(step, Revoke)
         await self._store_call(store, "revoke", store.revoke(ref, step.version))
+        crashpoints.reached("after-revoke")
         if step.event is not None:
             kind = "emergency" if step.event.reason == "Revoked" else "expired"
             metrics.REVOCATIONS.labels(ref.namespace, ref.name, kind).inc()
