@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +369,24 @@ async def test_the_counting_store_counts_and_injects_failures() -> None:
     assert store.errors == {"promote": 1}
     assert store.total == 5
     assert store.location(ref) == f"memory:{ref.namespace}/{ref.name}"
+
+
+async def test_the_runner_never_runs_more_than_max_concurrency_at_once() -> None:
+    runner = BlockingRunner("s", lambda exc, op: None, max_concurrency=3, timeout=5)
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def work(deadline: Any) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    try:
+        await asyncio.gather(*(runner.run("read", work) for _ in range(12)))
+    finally:
+        runner.close()
+    assert peak == 3

@@ -20,6 +20,7 @@ import concurrent.futures
 import functools
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -69,7 +70,12 @@ class BlockingRunner:
         self.store_name = store_name
         self.timeout = timeout
         self._classify = classify
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self.max_concurrency = max_concurrency
+        # One semaphore per event loop: asyncio primitives are bound to the loop that
+        # first waits on them, and a store may outlive a loop (tests, CLI helpers).
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_concurrency, thread_name_prefix=f"store-{store_name}"
         )
@@ -81,9 +87,12 @@ class BlockingRunner:
         StoreUnavailable; anything unrecognised becomes a plain StoreError naming only
         the exception type (SDK messages can echo request bodies, so they are dropped).
         """
-        async with self._slots:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrency)
+        async with slots:
             deadline = Deadline(self.timeout)
-            loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._pool, functools.partial(fn, deadline))
             try:
                 return await asyncio.wait_for(future, timeout=self.timeout)
