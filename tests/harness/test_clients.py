@@ -208,3 +208,20 @@ def test_kubectl_waits_for_a_finalized_deletion(kubectl: KubectlFn,
     release.join()
     assert "condition met" in result.stdout
     assert kube_api.get_object("apikeys", "default", "c") is None
+
+
+def test_kubectl_imperative_creates_send_protobuf_we_decode(kubectl: KubectlFn,
+                                                            kube_api: EmulatorRunner) -> None:
+    kubectl("create", "namespace", "team-x")
+    kubectl("create", "secret", "generic", "s", "--from-literal=token=abc", "-n", "team-x")
+    kubectl("create", "configmap", "cm", "--from-literal=x=y")
+    secret = kube_api.get_object("v1/secrets", "team-x", "s")
+    assert secret is not None
+    assert secret["data"] == {"token": "YWJj"}
+    assert secret["type"] == "Opaque"
+    assert "generateName" not in secret["metadata"]
+    configmap = kube_api.get_object("v1/configmaps", "default", "cm")
+    assert configmap is not None and configmap["data"] == {"x": "y"}
+    refused = kubectl("create", "deployment", "web", "--image=nginx", check=False)
+    assert refused.returncode != 0
+    assert "kubectl apply" in refused.stderr

@@ -47,7 +47,13 @@ import yaml
 import yarl
 from kmock._internal import k8s_views
 
-from apikey_operator.testing import kube_patches, kube_resources, kube_schema, kube_selectors
+from apikey_operator.testing import (
+    kube_patches,
+    kube_protobuf,
+    kube_resources,
+    kube_schema,
+    kube_selectors,
+)
 from apikey_operator.testing.kube_resources import ResourceKey, ResourceType
 from apikey_operator.testing.kube_traffic import RequestRecord, Traffic, reason_for
 
@@ -948,8 +954,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     @staticmethod
     def _parse_body(raw: aiohttp.web.BaseRequest, body: bytes) -> Any:
         if "protobuf" in (raw.content_type or ""):
-            raise KubernetesApiError(415, "protobuf bodies are not supported by the emulator; "
-                                     "send JSON", reason="UnsupportedMediaType")
+            try:
+                return kube_protobuf.decode(body)
+            except kube_protobuf.ProtobufError as exc:
+                raise KubernetesApiError(415, f"{exc}; the emulator takes JSON (kubectl apply)",
+                                         reason="UnsupportedMediaType") from exc
         if not body:
             return None
         try:
