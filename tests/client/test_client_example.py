@@ -9,47 +9,21 @@ updates them at different moments, in both orders, as two kubelets would.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from apikey_operator.keys import KeyFormat, fingerprint, generate
 from apikey_operator.testing.kubelet import SecretVolume
-from apikey_operator.testing.servers import free_port
+
+from .helpers import example_service, load_example, status_with
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "consumer"
 FORMAT = KeyFormat(prefix="bill_")
 SETTLE = 0.4  # seconds between the two kubelets' updates, and between steps
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def status_with(url: str, key: str | None) -> int:
-    request = urllib.request.Request(url)
-    if key is not None:
-        request.add_header("X-API-Key", key)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture
@@ -68,44 +42,11 @@ def service(
 ) -> Iterator[str]:
     for volume in folders:
         volume.write({"api-key": keys[0]})
-    port = free_port()
-    log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE / "service.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--keys-dir",
-            folders[0].directory,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _healthy(base):
-            assert process.poll() is None, (tmp_path / "service.log").read_text()
-            assert time.monotonic() < deadline, "the example service did not start"
-            time.sleep(0.05)
+    log = tmp_path / "service.log"
+    with example_service(folders[0].directory, log) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
-        service_log = (tmp_path / "service.log").read_text()
-        for key in keys:
-            assert key not in service_log
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return status_with(f"{base}/healthz", None) == 200
-    except OSError:
-        return False
+    for key in keys:
+        assert key not in log.read_text()
 
 
 async def rotate(first: SecretVolume, second: SecretVolume, data: dict[str, str]) -> None:
@@ -119,7 +60,7 @@ async def rotate(first: SecretVolume, second: SecretVolume, data: dict[str, str]
 async def test_a_rotation_through_its_grace_period_fails_no_request(
     service: str, folders: tuple[SecretVolume, SecretVolume], keys: list[str]
 ) -> None:
-    client_module = load("client")
+    client_module = load_example("client")
     service_pod, client_pod = folders
     k1, k2, k3 = keys
     stop = asyncio.Event()

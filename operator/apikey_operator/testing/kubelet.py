@@ -11,7 +11,8 @@ readers never see a partial update:
 4. delete the old timestamped directory.
 
 `SecretVolume` does the same, so tests can project a Secret into a folder and
-rotate it under running readers. Standard library only.
+rotate it under running readers; `SecretVolumeSync` keeps one in step with a
+Secret the way the kubelet's periodic sync does. Standard library only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import TracebackType
 
 DATA_DIR_LINK = "..data"
 TMP_DATA_DIR_LINK = "..data_tmp"
@@ -114,6 +116,67 @@ class SecretVolume:
             path = os.path.join(self.directory, entry)
             if os.path.islink(path):
                 os.unlink(path)
+
+
+SecretData = Mapping[str, str] | None
+
+
+class SecretVolumeSync:
+    """Plays one pod's kubelet: every `period` seconds, projects the Secret's data
+    (base64 values, as `read_data` returns them; None while the Secret is absent, which
+    leaves the volume as it is) into `volume`, in a background thread.
+
+    Two syncs with different periods over two folders behave like two pods on two
+    nodes, which see the same change at different moments.
+    """
+
+    def __init__(
+        self, volume: SecretVolume, read_data: Callable[[], SecretData], period: float = 0.1
+    ) -> None:
+        self.volume = volume
+        self.read_data = read_data
+        self.period = period
+        self.updates = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kubelet-sync", daemon=True)
+
+    def start(self) -> SecretVolumeSync:
+        self.sync()
+        self._thread.start()
+        return self
+
+    def sync(self) -> bool:
+        """One sync now; True if the volume changed."""
+        data = self.read_data()
+        if data is None:
+            return False
+        changed = self.volume.write_secret_data(data)
+        self.updates += int(changed)
+        return changed
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SecretVolumeSync:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.sync()
+            except Exception as exc:  # keep syncing, like the kubelet; tests read .errors
+                self.errors.append(exc)
 
 
 def _as_bytes(value: str | bytes) -> bytes:
