@@ -179,6 +179,8 @@ def _classify(store_name: str) -> Callable[[BaseException, str], StoreError | No
             return StoreError(f"{where}: AWS refused the request ({code}: {message})")
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return StoreError(f"{where}: no AWS credentials found in the default chain")
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return StoreError(f"{where}: TLS verification of the AWS endpoint failed")
         timeouts = botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError
         if isinstance(exc, timeouts):
             return StoreUnavailable(f"{where}: AWS timed out")

