@@ -290,3 +290,15 @@ def test_seeding_and_reading_from_the_test_thread(kube_api: EmulatorRunner, http
     assert http.get(f"{KEYS}/seeded").body["spec"]["store"] == "vault"
     kube_api.delete_object("apikeys", "default", "seeded")
     assert http.get(f"{KEYS}/seeded").status == 404
+
+
+def test_status_writes_are_validated_against_the_status_schema(http: Http) -> None:
+    http.post(KEYS, apikey("a"))
+    reply = http.patch(f"{KEYS}/a/status", {"status": {
+        "currentKey": {"version": 0, "fingerprint": "sha256:nothex"},
+        "conditions": [{"type": "Ready", "status": "Maybe"}]}})
+    assert reply.status == 422
+    fields = {cause["field"] for cause in reply.body["details"]["causes"]}
+    assert {"status.currentKey.version", "status.currentKey.fingerprint",
+            "status.conditions[0].status", "status.conditions[0].reason"} <= fields
+    assert "status" not in http.get(f"{KEYS}/a").body

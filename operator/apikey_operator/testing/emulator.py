@@ -475,7 +475,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                                      reason="NotFound",
                                      details={"name": namespace, "kind": "namespaces"})
 
-    def _normalise(self, rt: ResourceType, name: str, obj: Body) -> None:
+    def _normalise(self, rt: ResourceType, name: str, obj: Body,
+                   subresource: str | None = None) -> None:
         """Secret stringData, metadata checks and CRD schema handling; raises 400/422."""
         errors: list[kube_schema.FieldError] = []
         meta = obj["metadata"]
@@ -513,9 +514,19 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                                              reason="BadRequest") from exc
             obj.setdefault("type", "Opaque")
         if rt.schema is not None:
-            kube_schema.prune(rt.schema, obj, root=True)
-            kube_schema.apply_defaults(rt.schema, obj)
-            errors.extend(kube_schema.validate(rt.schema, obj))
+            status_schema = (rt.schema.get("properties") or {}).get("status")
+            if subresource == "status" and isinstance(status_schema, Mapping):
+                # Only the status changed: like the server's validation ratcheting, unchanged
+                # fields are not judged again (and the status path is the hot one).
+                if isinstance(obj.get("status"), dict):
+                    kube_schema.prune(status_schema, obj["status"])
+                    kube_schema.apply_defaults(status_schema, obj["status"])
+                errors.extend(kube_schema.validate(status_schema, obj.get("status"), "status")
+                              if "status" in obj else [])
+            else:
+                kube_schema.prune(rt.schema, obj, root=True)
+                kube_schema.apply_defaults(rt.schema, obj)
+                errors.extend(kube_schema.validate(rt.schema, obj))
         if errors:
             raise _invalid(rt, name, errors)
 
@@ -650,7 +661,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     f"found new finalizers {sorted(added)}")])
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
-        self._normalise(rt, name, new)
+        self._normalise(rt, name, new, subresource)
         if _without_rv(new) == _without_rv(old):
             return old  # a no-op write: the real server neither bumps the version nor notifies
         if rt.tracks_generation and _content_part(new) != _content_part(old):
@@ -745,8 +756,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 propagation: str = "Background") -> Body:
         """Drop the object for good: DELETED event, garbage collection of its dependents."""
         obj = self._store[rt.key].pop((namespace, name))
-        final = copy.deepcopy(obj)
-        final["metadata"]["resourceVersion"] = self._next_rv()
+        final = {**obj, "metadata": {**obj["metadata"], "resourceVersion": self._next_rv()}}
         uid = obj["metadata"]["uid"]
         key = (rt.key, namespace, name)
         self._uids.pop(uid, None)

@@ -21,10 +21,13 @@ class PatchError(ValueError):
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply an RFC 7386 JSON merge patch and return the result; the inputs stay untouched."""
+    """Apply an RFC 7386 JSON merge patch and return the result; the inputs stay untouched.
+
+    The result shares the subtrees that the patch does not touch with ``target``.
+    """
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
-    result: dict[str, Any] = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+    result: dict[str, Any] = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -37,7 +40,8 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """Apply a strategic merge patch as a merge patch that honours ``$patch: delete|replace``.
 
     Lists are replaced rather than merged by their merge keys; ``$retainKeys`` and the
-    ``$setElementOrder`` / ``$deleteFromPrimitiveList`` directives are ignored.
+    ``$setElementOrder`` / ``$deleteFromPrimitiveList`` directives are ignored. Untouched
+    subtrees are shared with ``target``.
     """
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
@@ -47,7 +51,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     clean = {k: v for k, v in patch.items() if not k.startswith("$")}
     if directive == "replace":
         return copy.deepcopy(clean)
-    result: dict[str, Any] = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+    result: dict[str, Any] = dict(target) if isinstance(target, Mapping) else {}
     for key, value in clean.items():
         if value is None:
             result.pop(key, None)
