@@ -214,6 +214,27 @@ def test_an_unexpected_error_in_a_source_fails_closed_without_its_message() -> N
         provider.get()
     assert "ValueError" in str(info.value)
     assert "secret-ish" not in str(info.value)
+    # Not even in the chain, which a traceback in a log would print.
+    cause = info.value.__cause__
+    assert cause is not None and cause.__cause__ is None and cause.__context__ is None
+
+
+def test_an_interrupt_inside_a_source_releases_the_waiters() -> None:
+    class Interrupted:
+        description = "interrupted:test"
+        calls = 0
+
+        def read(self) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return KEY
+
+    provider = ApiKeyProvider(Interrupted(), retry_interval=0)
+    with pytest.raises(KeyboardInterrupt):
+        provider.get()
+    # The interrupted read did not leave a flight behind that would block every caller.
+    assert provider.get() == KEY
 
 
 @pytest.mark.parametrize(

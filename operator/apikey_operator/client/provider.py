@@ -144,12 +144,14 @@ class ApiKeyProvider:
             value = self.source.read()
         except SourceUnavailable as exc:
             self._publish_failure(flight, exc)
-        except Exception as exc:
-            # Fail closed on anything a source raises, but never quote it: a
-            # malformed-secret error could carry part of the secret.
+        except BaseException as exc:
+            # Fail closed on anything a source raises, but neither quote nor chain it: a
+            # malformed-secret error could carry part of the secret. Interrupts still
+            # release the waiters before they propagate.
             error = SourceUnavailable(f"{self._description}: unexpected {type(exc).__name__}")
-            error.__cause__ = exc
             self._publish_failure(flight, error)
+            if not isinstance(exc, Exception):
+                raise
         else:
             with self._lock:
                 if flight.generation == self._generation:

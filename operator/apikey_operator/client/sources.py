@@ -80,7 +80,9 @@ class VaultSource:
         except SourceUnavailable:
             raise
         except Exception as exc:
-            raise self._classify(exc) from exc
+            error, known = self._classify(exc)
+            # Chain only the SDK's own errors; anything else could quote the response.
+            raise error from (exc if known else None)
 
     def _read(self) -> str:
         kv = self.client.secrets.kv.v2
@@ -108,7 +110,8 @@ class VaultSource:
             )
         return key
 
-    def _classify(self, exc: Exception) -> SourceUnavailable:
+    def _classify(self, exc: Exception) -> tuple[SourceUnavailable, bool]:
+        """The error to raise for `exc`, and whether `exc` is a known transport/API error."""
         # hvac and requests are present whenever a client was built; import them only
         # here so that the library stays importable without them.
         import hvac.exceptions
@@ -133,8 +136,8 @@ class VaultSource:
         elif isinstance(exc, requests.RequestException):
             reason = f"request failed ({type(exc).__name__})"
         else:
-            reason = f"unexpected {type(exc).__name__}"
-        return SourceUnavailable(f"{self.description}: {reason}")
+            return SourceUnavailable(f"{self.description}: unexpected {type(exc).__name__}"), False
+        return SourceUnavailable(f"{self.description}: {reason}"), True
 
 
 class AwsSecretsManagerSource:
@@ -169,7 +172,8 @@ class AwsSecretsManagerSource:
         try:
             return self.client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
         except Exception as exc:
-            raise self._classify(exc) from exc
+            error, known = self._classify(exc)
+            raise error from (exc if known else None)
 
     def _key(self, response: Any) -> str:
         text = response.get("SecretString")
@@ -185,7 +189,8 @@ class AwsSecretsManagerSource:
             ) from None
         return key
 
-    def _classify(self, exc: Exception) -> SourceUnavailable:
+    def _classify(self, exc: Exception) -> tuple[SourceUnavailable, bool]:
+        """The error to raise for `exc`, and whether `exc` is a known transport/API error."""
         import botocore.exceptions
 
         if isinstance(exc, botocore.exceptions.ClientError):
@@ -204,8 +209,8 @@ class AwsSecretsManagerSource:
         elif isinstance(exc, botocore.exceptions.BotoCoreError):
             reason = f"request failed ({type(exc).__name__})"
         else:
-            reason = f"unexpected {type(exc).__name__}"
-        return SourceUnavailable(f"{self.description}: {reason}")
+            return SourceUnavailable(f"{self.description}: unexpected {type(exc).__name__}"), False
+        return SourceUnavailable(f"{self.description}: {reason}"), True
 
 
 def source_description(source: object) -> str:
