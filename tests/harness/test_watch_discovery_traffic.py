@@ -202,3 +202,20 @@ def test_watch_list_sends_initial_objects_then_a_bookmark(http: Http,
     assert events[1]["object"]["metadata"]["annotations"] == {
         "k8s.io/initial-events-end": "true"}
     kube_api.cut_watches()
+
+
+def test_watch_faults_arrive_as_error_events(http: Http, kube_api: EmulatorRunner) -> None:
+    kube_api.traffic.inject(status=410, verbs="watch", resource="secrets")
+    stream = Stream(f"{kube_api.url}{SECRETS}?watch=true&resourceVersion=1")
+    assert stream.closed.wait(5)
+    assert stream.events[0]["type"] == "ERROR"
+    assert stream.events[0]["object"]["code"] == 410
+    assert stream.events[0]["object"]["reason"] == "Expired"
+
+
+def test_creates_are_counted_per_object_name(http: Http, kube_api: EmulatorRunner) -> None:
+    http.post(KEYS, apikey("a"))
+    http.patch(f"{KEYS}/a", {"metadata": {"labels": {"x": "y"}}})
+    http.post(KEYS, apikey("b"))
+    assert kube_api.traffic.count(verbs=WRITE_VERBS, resource="apikeys", name="a") == 2
+    assert kube_api.traffic.count(verbs="create", namespace="default", name="b") == 1

@@ -862,9 +862,16 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status is not None:
-                    raise KubernetesApiError(fault.status, fault.message or
-                                             f"injected fault: HTTP {fault.status}",
-                                             retry_after=fault.retry_after)
+                    error = KubernetesApiError(fault.status, fault.message or
+                                               f"injected fault: HTTP {fault.status}",
+                                               retry_after=fault.retry_after)
+                    if verb == "watch":
+                        # Watch failures arrive the way the server sends them: an ERROR
+                        # event in an otherwise successful stream (e.g. 410 Expired).
+                        response = await self._stream_error_event(raw, error)
+                        record.status = response.status
+                        return response
+                    raise error
             if route.kind == "resource":
                 response = await self._serve_resource(raw, route, verb, body, record)
             else:
@@ -1013,7 +1020,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             if not isinstance(body, dict):
                 raise KubernetesApiError(400, "the body of the request is not an object",
                                          reason="BadRequest")
-            return self._json(self._create(rt, namespace, body, dry_run=dry_run), 201)
+            created = self._create(rt, namespace, body, dry_run=dry_run)
+            record.name = created["metadata"]["name"]  # so that writes per object add up
+            record.namespace = created["metadata"].get("namespace")
+            return self._json(created, 201)
         if verb == "update":
             return self._json(self._update(rt, namespace, route.name or "", body,
                                            route.subresource, dry_run=dry_run))
@@ -1146,6 +1156,16 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 await response.write(json.dumps(item).encode("utf-8") + b"\n")
         finally:
             self._watchers[rt.key].discard(watcher)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    async def _stream_error_event(self, raw: aiohttp.web.BaseRequest,
+                                  error: KubernetesApiError) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": _JSON})
+        await response.prepare(raw)
+        await response.write(json.dumps({"type": "ERROR", "object": error.as_status()}).encode()
+                             + b"\n")
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
