@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,39 @@ def test_key_from_headers_reads_http_server_messages() -> None:
     message = Message()
     message["X-Api-Key"] = "abc"
     assert key_from_headers(message) == "abc"
+
+
+def test_keys_valid_in_every_version_are_never_refused_during_swaps(tmp_path: Path) -> None:
+    # The writer flips which of OLD and NEW is current; both stay valid throughout, so
+    # any refusal would mean a reader saw a partial or mixed version of the folder.
+    volume = SecretVolume(tmp_path)
+    volume.write({"api-key": NEW, "api-key-previous": OLD})
+    ring = KeyRing.from_directory(str(tmp_path), check_interval=0.0)
+    stop = threading.Event()
+    refused: list[str] = []
+    accepted_other: list[bool] = []
+    checks = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            for key in (OLD, NEW):
+                if not ring.verify(key):
+                    refused.append(key[:9])
+            if ring.verify(OTHER):
+                accepted_other.append(True)
+            checks[0] += 1
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(500):
+            pair = (NEW, OLD) if i % 2 else (OLD, NEW)
+            volume.write({"api-key": pair[0], "api-key-previous": pair[1]})
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert refused == []
+    assert accepted_other == []
+    assert checks[0] > 50
