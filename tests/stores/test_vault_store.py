@@ -16,7 +16,12 @@ from apikey_operator.client import VaultSource
 from apikey_operator.stores import factory_for
 from apikey_operator.stores.base import StoreError, StoreUnavailable, VersionDocument
 from apikey_operator.stores.vault import VaultStore
-from apikey_operator.testing.servers import OpenBaoServer, free_port
+from apikey_operator.testing.servers import (
+    FakeTokenReviewer,
+    OpenBaoServer,
+    free_port,
+    service_account_jwt,
+)
 from apikey_operator.testing.store_backends import VaultBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
 
@@ -295,3 +300,57 @@ def test_the_registry_builds_a_vault_store(openbao_token_file: Path) -> None:
     assert isinstance(store, VaultStore)
     assert store.name == "corp-vault" and store.type_name == "vault"
     assert json.loads(json.dumps(store.config.mount)) == "secret"
+
+
+@pytest.fixture
+def token_reviewer() -> Iterator[FakeTokenReviewer]:
+    with FakeTokenReviewer() as reviewer:
+        yield reviewer
+
+
+async def test_kubernetes_login_reads_the_projected_token_at_each_login(
+    store_backend_vault: VaultBackend,
+    openbao_server: OpenBaoServer,
+    token_reviewer: FakeTokenReviewer,
+    tmp_path: Path,
+) -> None:
+    openbao_server.enable_kubernetes_auth(token_reviewer, "apikey-operator", KV_POLICY)
+    jwt_file = tmp_path / "token"
+    first_jwt = token_reviewer.issue("apikey-operator", "apikey-operator")
+    jwt_file.write_text(first_jwt)
+    store = store_backend_vault.make_store(
+        auth={"method": "kubernetes", "role": "apikey-operator", "jwtFile": str(jwt_file),
+              "tokenFile": None},
+    )
+    ref = new_ref()
+
+    await store.write_pending(ref, new_doc(1))
+    assert token_reviewer.reviewed == [first_jwt]
+
+    # The kubelet rotates the projected token; the Vault token is revoked meanwhile.
+    second_jwt = token_reviewer.issue("apikey-operator", "apikey-operator")
+    jwt_file.write_text(second_jwt)
+    auth: Any = store._auth  # type: ignore[attr-defined]
+    openbao_server.api("POST", "auth/token/revoke", {"token": auth._token})
+
+    assert (await store.read(ref)).pending is not None
+    assert token_reviewer.reviewed == [first_jwt, second_jwt]
+
+
+async def test_a_refused_kubernetes_login_is_a_clear_error(
+    store_backend_vault: VaultBackend,
+    openbao_server: OpenBaoServer,
+    token_reviewer: FakeTokenReviewer,
+    tmp_path: Path,
+) -> None:
+    openbao_server.enable_kubernetes_auth(token_reviewer, "apikey-operator", KV_POLICY)
+    jwt_file = tmp_path / "token"
+    jwt_file.write_text(service_account_jwt("apikey-operator", "apikey-operator"))
+    store = store_backend_vault.make_store(
+        auth={"method": "kubernetes", "role": "apikey-operator", "jwtFile": str(jwt_file),
+              "tokenFile": None},
+    )
+
+    with pytest.raises(StoreError, match=r"kubernetes \(role 'apikey-operator'\) login") as caught:
+        await store.read(new_ref())
+    assert not isinstance(caught.value, StoreUnavailable)

@@ -21,7 +21,9 @@ Data across restarts:
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -37,18 +39,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 __all__ = [
+    "FakeTokenReviewer",
     "MotoServer",
     "OpenBaoServer",
     "ServerError",
     "TcpProxy",
     "find_binary",
     "free_port",
+    "service_account_jwt",
 ]
 
 
@@ -323,6 +328,41 @@ class OpenBaoServer:
         token: str = body["auth"]["client_token"]
         return token
 
+    def enable_kubernetes_auth(
+        self,
+        reviewer: FakeTokenReviewer,
+        role: str,
+        policy_hcl: str,
+        *,
+        service_account: tuple[str, str] = ("apikey-operator", "apikey-operator"),
+        mount: str = "kubernetes",
+        ttl: str = "1h",
+    ) -> None:
+        """Enable Kubernetes auth (once) against `reviewer` as the API server, and a `role`
+        for the (namespace, name) service account bound to a policy with `policy_hcl`."""
+        self.api("POST", f"sys/auth/{mount}", {"type": "kubernetes"})
+        self._ok(
+            self.api(
+                "POST",
+                f"auth/{mount}/config",
+                {"kubernetes_host": reviewer.url, "disable_local_ca_jwt": True,
+                 "kubernetes_ca_cert": reviewer.ca_pem},
+            ),
+            "kubernetes auth config",
+        )
+        self._ok(self.api("PUT", f"sys/policies/acl/{role}", {"policy": policy_hcl}), "policy")
+        namespace, name = service_account
+        self._ok(
+            self.api(
+                "POST",
+                f"auth/{mount}/role/{role}",
+                {"bound_service_account_names": [name],
+                 "bound_service_account_namespaces": [namespace],
+                 "token_policies": [role], "token_ttl": ttl},
+            ),
+            "kubernetes auth role",
+        )
+
     @staticmethod
     def _ok(result: tuple[int, Any], what: str) -> None:
         if result[0] not in (200, 204):
@@ -390,6 +430,129 @@ class OpenBaoServer:
     def _dev_unseal_key(self) -> str:
         found = re.findall(r"Unseal Key: (\S+)", self._process.tail(20000))
         return found[-1] if found else ""
+
+
+_UID_CLAIM = "kubernetes.io/serviceaccount/service-account.uid"
+
+
+def _claim(token: str, claim: str) -> str:
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(data.get(claim, ""))
+    except (IndexError, ValueError):
+        return ""
+
+
+def service_account_jwt(namespace: str, name: str, uid: str = "") -> str:
+    """A JWT shaped like a Kubernetes service account token. Its signature is not
+    valid: OpenBao only reads its claims and asks the TokenReview API (a
+    `FakeTokenReviewer`) whether it is genuine."""
+
+    def part(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {
+        "iss": "kubernetes/serviceaccount",
+        "sub": f"system:serviceaccount:{namespace}:{name}",
+        "kubernetes.io/serviceaccount/namespace": namespace,
+        "kubernetes.io/serviceaccount/service-account.name": name,
+        _UID_CLAIM: uid or str(uuid.uuid4()),
+        "jti": secrets.token_hex(8),
+    }
+    return f"{part({'alg': 'RS256', 'kid': 'test'})}.{part(claims)}.{secrets.token_hex(16)}"
+
+
+class FakeTokenReviewer:
+    """The TokenReview endpoint of a Kubernetes API server, for OpenBao's kubernetes auth.
+
+    Tokens in `accepted` (token -> "system:serviceaccount:<ns>:<name>") are genuine,
+    every other one is refused; `reviewed` lists the tokens OpenBao asked about.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, str] = {}
+        self.reviewed: list[str] = []
+        self.ca_pem = _self_signed_ca_pem()
+        reviewer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
+                token = str(body.get("spec", {}).get("token", ""))
+                reviewer.reviewed.append(token)
+                user = reviewer.accepted.get(token)
+                status: dict[str, Any] = {"authenticated": user is not None}
+                if user is not None:
+                    status["user"] = {"username": user, "uid": _claim(token, _UID_CLAIM),
+                                      "groups": ["system:serviceaccounts"]}
+                else:
+                    status["error"] = "token is not valid"
+                out = json.dumps({"apiVersion": "authentication.k8s.io/v1",
+                                  "kind": "TokenReview", "status": status}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def issue(self, namespace: str, name: str) -> str:
+        """A new service account token that this reviewer will call genuine."""
+        token = service_account_jwt(namespace, name)
+        self.accepted[token] = f"system:serviceaccount:{namespace}:{name}"
+        return token
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _self_signed_ca_pem() -> str:
+    """OpenBao insists on a CA for the API server, even one it will never use over http."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kubernetes-ca")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 class MotoServer:
