@@ -84,12 +84,19 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from apikey_operator import handlers, metrics
-    from apikey_operator.config import ConfigError, build_stores, settings_from_args
+    from apikey_operator.config import (
+        ConfigError,
+        build_generators,
+        build_stores,
+        settings_from_args,
+    )
 
     try:
         settings = settings_from_args(args.config, args.namespace, args.standalone,
                                       args.metrics_port, args.health_port, args.log_format)
-        build_stores(settings)  # validate every store now: refuse to start on a bad config
+        # Validate every store and generator now: refuse to start on a bad config.
+        build_stores(settings)
+        build_generators(settings)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"apikey-operator: config: {line}", file=sys.stderr)

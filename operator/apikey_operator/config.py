@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import yaml
 
+from apikey_operator import generators
+from apikey_operator.generators import GeneratorConfigError, KeyGenerator
 from apikey_operator.stores import Store, StoreConfigError, factory_for
 
 DEFAULT_OPERATOR_NAMESPACE = "apikey-operator"
@@ -32,14 +34,19 @@ class Settings:
     store_configs: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: {"kubernetes": {"type": "kubernetes"}}
     )
+    generator_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_concurrent_store_calls: int = 16
 
 
-def load_store_configs(path: str | None) -> dict[str, Mapping[str, Any]]:
-    """Read and shape-check the YAML file; the built-in `kubernetes` store is always present."""
-    configs: dict[str, Mapping[str, Any]] = {"kubernetes": {"type": "kubernetes"}}
+def load_config(path: str | None) -> tuple[dict[str, Mapping[str, Any]],
+                                           dict[str, Mapping[str, Any]]]:
+    """Read and shape-check the YAML file: (stores, generators).
+
+    The built-in `kubernetes` store is always present.
+    """
+    stores: dict[str, Mapping[str, Any]] = {"kubernetes": {"type": "kubernetes"}}
     if not path:
-        return configs
+        return stores, {}
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -47,28 +54,39 @@ def load_store_configs(path: str | None) -> dict[str, Mapping[str, Any]]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
     if raw is None:
-        return configs
+        return stores, {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {path}: must be a mapping with a 'stores' key")
-    unknown = set(raw) - {"stores"}
+    unknown = set(raw) - {"stores", "generators"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}")
-    stores = raw.get("stores") or {}
-    if not isinstance(stores, Mapping):
-        raise ConfigError(f"config file {path}: 'stores' must be a mapping of name to store")
-    problems = []
-    for name, block in stores.items():
-        if not isinstance(name, str) or not name or len(name) > 63:
-            problems.append(f"stores.{name}: store names are 1..63 characters")
-        elif not isinstance(block, Mapping):
-            problems.append(f"stores.{name}: must be a mapping with a 'type'")
-        elif not isinstance(block.get("type"), str):
-            problems.append(f"stores.{name}.type: missing (kubernetes, vault, aws-secrets-manager)")
-        else:
-            configs[name] = block
+    problems: list[str] = []
+    stores.update(_named_blocks(raw.get("stores"), "stores",
+                                "kubernetes, vault, aws-secrets-manager", problems))
+    generator_blocks = _named_blocks(raw.get("generators"), "generators", "webhook", problems)
     if problems:
         raise ConfigError("\n".join(problems))
-    return configs
+    return stores, generator_blocks
+
+
+def _named_blocks(value: object, section: str, types: str,
+                  problems: list[str]) -> dict[str, Mapping[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{section}: must be a mapping of name to settings")
+        return {}
+    blocks = {}
+    for name, block in value.items():
+        if not isinstance(name, str) or not name or len(name) > 63:
+            problems.append(f"{section}.{name}: names are 1..63 characters")
+        elif not isinstance(block, Mapping):
+            problems.append(f"{section}.{name}: must be a mapping with a 'type'")
+        elif not isinstance(block.get("type"), str):
+            problems.append(f"{section}.{name}.type: missing ({types})")
+        else:
+            blocks[name] = block
+    return blocks
 
 
 def build_stores(settings: Settings) -> dict[str, Store]:
@@ -87,6 +105,22 @@ def build_stores(settings: Settings) -> dict[str, Store]:
     return stores
 
 
+def build_generators(settings: Settings) -> dict[str, KeyGenerator]:
+    """Construct every configured key generator, one message per bad one."""
+    built: dict[str, KeyGenerator] = {}
+    problems = []
+    for name, block in settings.generator_configs.items():
+        try:
+            factory = generators.factory_for(str(block["type"]))
+            built[name] = factory(name, block, settings.operator_namespace)
+        except GeneratorConfigError as exc:
+            problems.append(f"generators.{name}: {exc}" if not str(exc).startswith("generators.")
+                            else str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return built
+
+
 def settings_from_args(
     config_path: str | None,
     namespaces: Sequence[str],
@@ -96,6 +130,7 @@ def settings_from_args(
     log_format: Literal["text", "json"],
 ) -> Settings:
     path = config_path or os.environ.get(CONFIG_ENV) or None
+    store_configs, generator_configs = load_config(path)
     return Settings(
         operator_namespace=os.environ.get("POD_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE,
         namespaces=tuple(namespaces),
@@ -103,5 +138,6 @@ def settings_from_args(
         metrics_port=metrics_port,
         health_port=health_port,
         log_format=log_format,
-        store_configs=load_store_configs(path),
+        store_configs=store_configs,
+        generator_configs=generator_configs,
     )

@@ -21,7 +21,8 @@ from typing import Any
 import kopf
 
 from apikey_operator import redaction
-from apikey_operator.config import Settings, build_stores
+from apikey_operator.config import Settings, build_generators, build_stores
+from apikey_operator.generators import GeneratorError
 from apikey_operator.kube import KubeClient
 from apikey_operator.reconciler import (
     ReconcileFailed,
@@ -100,6 +101,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     stores = build_stores(STATE.settings)
     runtime = Runtime(
         stores=stores,
+        generators=build_generators(STATE.settings),
         kube=KubeClient(),
         post_event=_post_event,
         store_slots=asyncio.Semaphore(STATE.settings.max_concurrent_store_calls),
@@ -116,6 +118,8 @@ async def cleanup(**_: Any) -> None:
         return
     for store in runtime.stores.values():
         await store.close()
+    for generator in runtime.generators.values():
+        await generator.close()
     await runtime.kube.close()
 
 
@@ -247,6 +251,6 @@ async def apikey_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     try:
         done = await delete_from_store(runtime, body)
-    except StoreError as exc:
-        raise kopf.TemporaryError(f"store cleanup failed: {exc}", delay=10) from None
+    except (StoreError, GeneratorError) as exc:
+        raise kopf.TemporaryError(f"cleanup failed: {exc}", delay=10) from None
     logger.info("ApiKey deleted: %s", done)

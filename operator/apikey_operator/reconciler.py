@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from apikey_operator import crashpoints, keys, metrics, rotation
 from apikey_operator.conditions import Condition, build_conditions, condition_of
+from apikey_operator.generators import GeneratorError, GeneratorUnavailable, KeyGenerator
 from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_data, secret_body
 from apikey_operator.rotation import (
     CreatePending,
@@ -50,6 +51,7 @@ class Runtime:
     stores: Mapping[str, Store]
     kube: KubeClient
     post_event: EventPoster
+    generators: Mapping[str, KeyGenerator] = field(default_factory=dict)
     store_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     generate_key: Callable[[keys.KeyFormat], str] = keys.generate
@@ -162,12 +164,20 @@ class Reconciler:
         except SpecError as exc:
             spec_error = str(exc)
         store = None
+        generator = None
         if spec is not None:
             store = self.rt.stores.get(spec.store)
             if store is None:
                 configured = ", ".join(sorted(self.rt.stores))
                 store_error = (f"spec.store {spec.store!r} is not a configured store "
                                f"(configured: {configured})")
+            if spec.generator is not None:
+                generator = self.rt.generators.get(spec.generator)
+                if generator is None:
+                    configured = ", ".join(sorted(self.rt.generators)) or "none"
+                    store_error = (f"spec.generator.webhook.name {spec.generator!r} is not a "
+                                   f"configured generator (configured: {configured})")
+                    store = None
         obs = Observation(
             now=now, ref=ref, generation=generation, spec=spec, spec_error=spec_error,
             store_error=store_error, status=status,
@@ -190,7 +200,8 @@ class Reconciler:
             for _ in range(MAX_STEPS):
                 if plan.step is None or store is None or spec is None:
                     break
-                obs, secret_obj = await self._apply(body, store, spec, obs, plan.step, secret_obj)
+                obs, secret_obj = await self._apply(body, store, generator, spec, obs, plan.step,
+                                                    secret_obj)
                 obs = replace(obs, now=self.rt.clock())
                 plan = rotation.plan(obs)
         except StoreUnavailable as exc:
@@ -202,6 +213,12 @@ class Reconciler:
         except StoreError as exc:
             status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
             raise ReconcileFailed(str(exc), None, status_after) from None
+        except GeneratorError as exc:
+            # The current key stays in place: nothing after a failed mint has happened.
+            message = f"key generator {spec.generator if spec else ''}: {exc}"
+            status_after = await self._report_failure(body, obs, "RotationFailed", message)
+            retry = exc.retry_after if isinstance(exc, GeneratorUnavailable) else 30.0
+            raise ReconcileFailed(message, retry, status_after) from None
         except KubeTransient as exc:
             raise ReconcileFailed(str(exc), exc.retry_after) from None
         except KubeError as exc:
@@ -227,6 +244,7 @@ class Reconciler:
         self,
         body: Mapping[str, Any],
         store: Store,
+        generator: KeyGenerator | None,
         spec: ApiKeySpec,
         obs: Observation,
         step: rotation.Step,
@@ -234,10 +252,16 @@ class Reconciler:
     ) -> tuple[Observation, dict[str, Any] | None]:
         ref = obs.ref
         if isinstance(step, CreatePending):
-            key = self.rt.generate_key(step.key_format)
+            external_id = ""
+            if generator is not None:
+                minted = await generator.mint(ref, step.version, step.key_format, step.scopes)
+                key, external_id = minted.key, minted.external_id
+            else:
+                key = self.rt.generate_key(step.key_format)
             self.rt.on_key_seen(key)
+            document = replace(step.document(key), external_id=external_id)
             written = await self._store_call(store, "write_pending",
-                                             store.write_pending(ref, step.document(key)))
+                                             store.write_pending(ref, document))
             crashpoints.reached("after-create")
             return rotation.advance(obs, step, written), secret_obj
         if isinstance(step, WriteSecret):
@@ -268,6 +292,11 @@ class Reconciler:
                 self._event(body, step.event)
             return rotation.advance(obs, step), secret_obj
         assert isinstance(step, Revoke)
+        doc = next((d for d in (obs.store.previous, obs.store.pending, obs.store.current)
+                    if d is not None and d.version == step.version), None)
+        if generator is not None and doc is not None and doc.external_id:
+            # At the vendor first: the store keeps the version (and its id) until that worked.
+            await generator.revoke(ref, doc.external_id)
         await self._store_call(store, "revoke", store.revoke(ref, step.version))
         crashpoints.reached("after-revoke")
         if step.event is not None:
@@ -378,6 +407,13 @@ async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> str:
         return "nothing in the store"
     if not state.owned_by(ref):
         return "the store entry belongs to something else; left untouched"
+    generator_name = ((spec.get("generator") or {}).get("webhook") or {}).get("name") \
+        if isinstance(spec.get("generator"), Mapping) else None
+    generator = runtime.generators.get(str(generator_name)) if generator_name else None
+    if generator is not None:
+        for doc in (state.current, state.previous, state.pending):
+            if doc is not None and doc.external_id:
+                await generator.revoke(ref, doc.external_id)
     await store.delete(ref)
     metrics.REVOCATIONS.labels(ref.namespace, ref.name, "deleted").inc()
     metrics.forget_key(ref.namespace, ref.name)

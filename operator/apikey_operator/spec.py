@@ -72,6 +72,7 @@ class ApiKeySpec:
     scopes: tuple[str, ...] = ()
     deletion_policy: Literal["Delete", "Retain"] = "Delete"
     restart_targets: tuple[RestartTarget, ...] = ()
+    generator: str | None = None  # a webhook generator configured by the platform team
 
 
 @dataclass(frozen=True)
@@ -238,9 +239,7 @@ def parse_apikey(body: Mapping[str, Any]) -> ApiKeySpec:
         )
         targets.append(RestartTarget(kind=kind, name=target_name))
 
-    generator = _mapping(spec.get("generator"), "spec.generator")
-    if generator:
-        raise SpecError("spec.generator is not supported by this operator version")
+    generator_name = _parse_generator(spec.get("generator"))
 
     return ApiKeySpec(
         store=store,
@@ -256,7 +255,25 @@ def parse_apikey(body: Mapping[str, Any]) -> ApiKeySpec:
         scopes=scopes,
         deletion_policy=deletion,
         restart_targets=tuple(targets),
+        generator=generator_name,
     )
+
+
+def _parse_generator(value: object) -> str | None:
+    """`spec.generator.webhook.name`: a generator from the operator's config, never a URL.
+
+    Tenants name a generator the platform team configured; they cannot point the
+    operator (and its vendor credentials) at an endpoint of their choosing.
+    """
+    generator = _mapping(value, "spec.generator")
+    if not generator:
+        return None
+    unknown = set(generator) - {"webhook"}
+    if unknown:
+        raise SpecError(f"spec.generator has unknown field(s) {', '.join(sorted(unknown))[:80]}")
+    webhook = _mapping(generator.get("webhook"), "spec.generator.webhook")
+    return _string(webhook.get("name"), "spec.generator.webhook.name", _STORE_NAME,
+                   "not a generator name")
 
 
 def parse_policy(body: Mapping[str, Any]) -> RotationPolicy:

@@ -102,7 +102,8 @@ def test_defaults_follow_the_contract() -> None:
     ({"restartTargets": [{"kind": "Deployment"}]}, "spec.restartTargets[0].name"),
     ({"store": "Vault!"}, "spec.store"),
     ({"key": []}, "spec.key"),
-    ({"generator": {"webhook": {}}}, "spec.generator"),
+    ({"generator": {"webhook": {}}}, "spec.generator.webhook.name"),
+    ({"generator": {"vendor": {}}}, "spec.generator"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_invalid_specs_name_the_field(spec: dict[str, object], field: str) -> None:
     with pytest.raises(SpecError) as info:

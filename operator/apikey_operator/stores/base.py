@@ -76,6 +76,8 @@ class VersionDocument:
     # Trigger tokens (e.g. {"rotate": "2024-05-01"}) this version answers; recorded with the
     # pending version so a crash after promote cannot make the same trigger rotate twice.
     handles: Mapping[str, str] = field(default_factory=dict)
+    # The vendor's id for a key minted by a webhook generator ("" for keys we generate).
+    external_id: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -90,6 +92,7 @@ class VersionDocument:
                 },
                 "scopes": list(self.scopes),
                 "handles": dict(self.handles),
+                "externalId": self.external_id,
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -113,6 +116,7 @@ class VersionDocument:
                 ),
                 scopes=tuple(str(s) for s in data.get("scopes", [])),
                 handles={str(k): str(v) for k, v in dict(data.get("handles", {})).items()},
+                external_id=str(data.get("externalId", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(

@@ -64,6 +64,7 @@ class KeyRecorder:
 
 class LocalCluster:
     def __init__(self, *, stores: Mapping[str, Mapping[str, Any]] | None = None,
+                 generators: Mapping[str, Mapping[str, Any]] | None = None,
                  namespaces: Iterable[str] = ("default", "payments"),
                  workdir: str | pathlib.Path | None = None, start_operator: bool = True) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="apikey-cluster-")
@@ -72,6 +73,7 @@ class LocalCluster:
         self.api = EmulatorRunner(crd_paths=[default_crd_dir()],
                                   namespaces=(OPERATOR_NAMESPACE, *namespaces))
         self.stores = stores
+        self.generators = generators
         self.start_operator = start_operator
         self.operator: OperatorThread | None = None
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -86,7 +88,8 @@ class LocalCluster:
         return self
 
     def start_operator_thread(self) -> OperatorThread:
-        self.operator = OperatorThread(str(self.kubeconfig), stores=self.stores).start()
+        self.operator = OperatorThread(str(self.kubeconfig), stores=self.stores,
+                                       generators=self.generators).start()
         return self.operator
 
     def stop_operator_thread(self) -> None:
@@ -139,7 +142,7 @@ class LocalCluster:
                 return dict(cond)
         return {}
 
-    def wait_for(self, predicate: Callable[[], T | None | Literal[False]],
+    def wait_for(self, predicate: Callable[[], T | Literal[False] | None],
                  timeout: float = 20.0, what: str = "condition") -> T:
         """Poll `predicate` until it returns something truthy; raise with `what` on timeout."""
         deadline = time.monotonic() + timeout

@@ -40,6 +40,7 @@ class OperatorThread:
     """The operator running against the API in `kubeconfig`, until `stop()`."""
 
     def __init__(self, kubeconfig: str, stores: Mapping[str, Mapping[str, Any]] | None = None,
+                 generators: Mapping[str, Mapping[str, Any]] | None = None,
                  operator_namespace: str = "apikey-operator", standalone: bool = True,
                  peering_name: str = "apikey-operator") -> None:
         self.kubeconfig = kubeconfig
@@ -47,7 +48,8 @@ class OperatorThread:
             operator_namespace=operator_namespace,
             standalone=standalone,
             peering_name=peering_name,
-            store_configs=dict(stores or {"kubernetes": {"type": "kubernetes"}}),
+            store_configs={"kubernetes": {"type": "kubernetes"}, **dict(stores or {})},
+            generator_configs=dict(generators or {}),
         )
         self.logs = CapturedLogs()
         self._thread: threading.Thread | None = None
