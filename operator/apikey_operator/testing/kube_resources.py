@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+import functools
 import pathlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -156,10 +158,18 @@ def load_crd_documents(paths: Iterable[str | pathlib.Path]) -> list[dict[str, An
         path = pathlib.Path(raw_path)
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
         for file in files:
-            for doc in yaml.safe_load_all(file.read_text(encoding="utf-8")):
-                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                    docs.append(doc)
+            stat = file.stat()
+            docs.extend(copy.deepcopy(_parse_crds(str(file.resolve()), stat.st_mtime_ns,
+                                                  stat.st_size)))
     return docs
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_crds(path: str, mtime_ns: int, size: int) -> list[dict[str, Any]]:
+    # Parsing YAML is the slowest part of starting an emulator; tests start one each.
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    return [doc for doc in yaml.safe_load_all(text)
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"]
 
 
 def api_resource_entries(types: Iterable[ResourceType]) -> list[dict[str, Any]]:
