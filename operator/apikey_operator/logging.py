@@ -30,7 +30,7 @@ from pythonjsonlogger.json import JsonFormatter as _PjlJsonFormatter
 
 from apikey_operator import redaction
 from apikey_operator.keys import fingerprint
-from apikey_operator.leakscan.detector import find_keys
+from apikey_operator.leakscan.detector import MAX_KEY_LENGTH, MIN_KEY_LENGTH, find_keys
 
 LogFormat = Literal["json", "text"]
 
@@ -41,38 +41,55 @@ _KOPF_ATTRS = ("k8s_ref", "k8s_skip", "settings")
 # Fields of k8s_ref (the object a kopf handler runs for) copied into JSON lines.
 _REF_FIELDS = ("namespace", "name", "kind", "uid")
 
-_CANDIDATE = re.compile(r"[A-Za-z0-9_-]{16,}", re.ASCII)
-_ALNUM_PIECE = re.compile(r"[A-Za-z0-9]{16,}", re.ASCII)
+# The shortest key: 16 bytes of hex is 32 characters, base62 22, base64url 22; 16
+# leaves a margin and still skips the short words most log lines are made of.
+MIN_REGISTERED_LENGTH = 16
+_CANDIDATE = re.compile(f"[A-Za-z0-9_-]{{{MIN_REGISTERED_LENGTH},}}", re.ASCII)
+_ALNUM_PIECE = re.compile(f"[A-Za-z0-9]{{{MIN_REGISTERED_LENGTH},}}", re.ASCII)
 
 
-def _registered_spans(text: str) -> Iterator[tuple[int, int]]:
-    # A whole run of key characters, else its alphanumeric pieces: a base62 or hex
-    # key glued to a name by `_` or `-` (`key_<key>`) is still found.
+def _registered_candidates(token: str) -> Iterator[tuple[int, int]]:
+    """Spans of a run of key characters that could be a whole registered key.
+
+    Besides the run itself: the parts before and after each `_` / `-` (a key glued
+    to a name on one side, `api_key_<key>`, even when the key itself contains `_`
+    or `-` as base64url keys do), and alphanumeric pieces (a base62 or hex key glued
+    on both sides). Lengths beyond any key's are skipped, which bounds the cost.
+    """
+    yield 0, len(token)
+    size = len(token)
+    for index, char in enumerate(token):
+        if char in "_-":
+            if MIN_REGISTERED_LENGTH <= size - index - 1 <= MAX_KEY_LENGTH:
+                yield index + 1, size
+            if MIN_REGISTERED_LENGTH <= index <= MAX_KEY_LENGTH:
+                yield 0, index
+    if "_" in token or "-" in token:
+        for piece in _ALNUM_PIECE.finditer(token):
+            yield piece.span()
+
+
+def _key_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of `text` holding a verified prefixed key or a registered key (may overlap)."""
     for run in _CANDIDATE.finditer(text):
-        if redaction.is_registered(run.group()):
-            yield run.span()
-            continue
-        token = run.group()
-        if "_" in token or "-" in token:
-            for piece in _ALNUM_PIECE.finditer(token):
-                if redaction.is_registered(piece.group()):
-                    yield run.start() + piece.start(), run.start() + piece.end()
+        token, offset = run.group(), run.start()
+        if len(token) >= MIN_KEY_LENGTH:
+            for finding in find_keys(token):
+                yield offset + finding.start, offset + finding.end
+        for start, end in _registered_candidates(token):
+            if redaction.is_registered(token[start:end]):
+                yield offset + start, offset + end
 
 
 def redact(text: str) -> str:
     """`text` with every verified prefixed key and every registered key masked by fingerprint."""
-    if not _CANDIDATE.search(text):
-        return text
-    spans = sorted(
-        {*((f.start, f.end) for f in find_keys(text)), *_registered_spans(text)},
-        key=lambda span: (span[0], -span[1]),
-    )
+    spans = sorted(set(_key_spans(text)), key=lambda span: (span[0], -span[1]))
     if not spans:
         return text
     parts: list[str] = []
     position = 0
     for start, end in spans:
-        if start < position:  # overlaps a longer span already masked
+        if start < position:  # inside a longer span already masked
             continue
         parts.append(text[position:start])
         parts.append(f"<redacted {fingerprint(text[start:end])}>")
@@ -92,6 +109,9 @@ def _redact_value(value: Any) -> Any:
 
 
 _TRACEBACK_FORMATTER = logging.Formatter()
+# Set on a record once redacted, to the message it then had: code that replaces
+# `record.msg` afterwards gets it redacted again. Underscored: formatters skip it.
+_DONE = "_apikey_redacted"
 _RECORD_ATTRS = frozenset(RESERVED_ATTRS) | {"message", "asctime", *_KOPF_ATTRS}
 
 
@@ -104,6 +124,9 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # The same record passes kopf's logger filter, then each root handler's filter.
+        if record.__dict__.get(_DONE) is record.msg:
+            return True
         if isinstance(record.msg, dict):
             record.msg = _redact_value(record.msg)
         else:
@@ -124,6 +147,7 @@ class RedactingFilter(logging.Filter):
         for attr, value in list(record.__dict__.items()):
             if attr not in _RECORD_ATTRS and not attr.startswith("_"):
                 setattr(record, attr, _redact_value(value))
+        record.__dict__[_DONE] = record.msg
         return True
 
 
