@@ -302,3 +302,26 @@ def test_status_writes_are_validated_against_the_status_schema(http: Http) -> No
     assert {"status.currentKey.version", "status.currentKey.fingerprint",
             "status.conditions[0].status", "status.conditions[0].reason"} <= fields
     assert "status" not in http.get(f"{KEYS}/a").body
+
+
+def test_crds_created_through_the_api_are_served_until_deleted(http: Http) -> None:
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.dev"},
+           "spec": {"group": "example.dev", "scope": "Namespaced",
+                    "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                        "openAPIV3Schema": {"type": "object", "properties": {
+                            "spec": {"type": "object", "properties": {
+                                "size": {"type": "integer", "maximum": 3}}}}}}}]}}
+    assert http.post(crds, crd).status == 201
+    widgets = "/apis/example.dev/v1/namespaces/default/widgets"
+    assert http.post(widgets, {"apiVersion": "example.dev/v1", "kind": "Widget",
+                               "metadata": {"name": "w"}, "spec": {"size": 2}}).status == 201
+    assert http.post(widgets, {"apiVersion": "example.dev/v1", "kind": "Widget",
+                               "metadata": {"name": "v"}, "spec": {"size": 9}}).status == 422
+    assert http.get("/apis/example.dev/v1").status == 200
+    assert http.delete(f"{crds}/widgets.example.dev").status == 200
+    assert http.get("/apis/example.dev/v1").status == 404
+    assert http.get(widgets).status == 404
+    assert http.get(f"{crds}/apikeys.apikeys.dev").status == 200  # installed at start

@@ -65,6 +65,7 @@ _LABEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's, without vowels
 _JSON = "application/json"
+_CRDS: ResourceKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 class KubernetesApiError(Exception):
@@ -249,7 +250,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         types = kube_resources.resources_from_crd(crd)
         for rt in types:
             self.register_resource(rt)
-        crd_rt = self._types[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
+        crd_rt = self._types[_CRDS]
         name = _meta(crd).get("name", "")
         if (None, name) not in self._store[crd_rt.key]:
             body = copy.deepcopy(dict(crd))
@@ -597,7 +598,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if dry_run:
             return body
         self._put(rt, body, None)
-        if install and rt.key == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
+        if install and rt.key == _CRDS:
             for crd_rt in kube_resources.resources_from_crd(body):
                 self.register_resource(crd_rt)
         return body
@@ -670,6 +671,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return new
         meta["resourceVersion"] = self._next_rv()
         self._put(rt, new, old)
+        if rt.key == _CRDS:
+            for crd_rt in kube_resources.resources_from_crd(new):
+                self.register_resource(crd_rt)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(rt, meta.get("namespace"), name)
         return new
@@ -771,10 +775,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self._collect(dependent, uid, propagation)
         if rt.key == ("", "v1", "namespaces"):
             self._terminating.discard(name)
+        elif rt.key == _CRDS:
+            self._uninstall(obj)
         elif (namespace in self._terminating and not self._ns_counts.get(namespace)
               and (None, namespace) in self._store[("", "v1", "namespaces")]):
             self._remove(self._types[("", "v1", "namespaces")], None, namespace)
         return final
+
+    def _uninstall(self, crd: Mapping[str, Any]) -> None:
+        """A deleted CRD takes its custom resources and their objects with it."""
+        for crd_rt in kube_resources.resources_from_crd(crd):
+            for namespace, name in list(self._store.get(crd_rt.key, {})):
+                if (namespace, name) in self._store[crd_rt.key]:
+                    self._remove(crd_rt, namespace, name)
+            self._types.pop(crd_rt.key, None)
+            self._store.pop(crd_rt.key, None)
+            self.cut_watches_of(crd_rt.key)
 
     def _collect(self, key: tuple[ResourceKey, str | None, str], owner_uid: str,
                  propagation: str) -> None:
@@ -1170,6 +1186,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             await response.write_eof()
         return response
 
+    def cut_watches_of(self, key: ResourceKey) -> int:
+        """End the live watch streams of one resource key; returns how many were cut."""
+        watchers = list(self._watchers.get(key, ()))
+        for watcher in watchers:
+            watcher.queue.put_nowait(None)
+        return len(watchers)
+
     def cut_watches(self, resource: str | ResourceType | None = None) -> int:
         """End the live watch streams (of one resource, or all); returns how many were cut.
 
@@ -1178,12 +1201,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         """
         keys: Iterable[ResourceKey] = (
             [self.resource_type(resource).key] if resource is not None else list(self._watchers))
-        count = 0
-        for key in keys:
-            for watcher in list(self._watchers.get(key, ())):
-                watcher.queue.put_nowait(None)
-                count += 1
-        return count
+        return sum(self.cut_watches_of(key) for key in keys)
 
     def watch_count(self, resource: str | ResourceType | None = None) -> int:
         """How many watch streams are open (of one resource, or all)."""
