@@ -20,6 +20,10 @@ its whole history for every request); any other path still goes to kmock's DSL, 
 All state lives on the event loop that serves the emulator; the synchronous object methods
 (``create_object`` and friends) must run on that loop's thread. From other threads, use
 :class:`apikey_operator.testing.kube_runner.EmulatorRunner`, which marshals the calls.
+
+``emulator.objects`` is kmock's view of the stored objects and their recent versions, for
+assertions only: its versions share structure with the live store, so write through the
+object methods (or the API), never into the view.
 """
 
 from __future__ import annotations

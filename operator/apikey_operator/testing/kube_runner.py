@@ -28,7 +28,8 @@ class EmulatorRunner:
     """An :class:`ApiServerEmulator` served on a loopback port by a daemon thread.
 
     ``namespaces`` are created at start. ``start()`` returns once the port accepts
-    connections; ``stop()`` ends watch streams and the server, then joins the thread.
+    connections; ``stop()`` ends watch streams and the server, then joins the thread. A runner
+    starts once. The object methods mirror the emulator's and may be called from any thread.
     """
 
     def __init__(self, emulator: ApiServerEmulator | None = None, *,
@@ -71,7 +72,11 @@ class EmulatorRunner:
         with contextlib.suppress(RuntimeError):  # the loop may already be closed
             loop.call_soon_threadsafe(stop.set)
         thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError("the emulated API server did not stop in time")
         self._thread = None
+        self._url = None
+        self._loop = None
 
     def __enter__(self) -> Self:
         return self.start()
