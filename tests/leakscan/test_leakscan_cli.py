@@ -137,7 +137,6 @@ def test_undecodable_bytes_do_not_stop_the_scan(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "at least one PATH is required"),
         (["/nonexistent/for/sure"], "no such file or directory: /nonexistent/for/sure"),
         (["--bogus", "."], "unrecognized arguments: --bogus"),
         (["--max-bytes", "0", "."], "--max-bytes must be positive"),
@@ -153,6 +152,16 @@ def test_usage_errors_exit_2_with_one_line(
     assert len(err.splitlines()) == 1
     assert err.startswith("apikey-operator scan: error: ")
     assert message in err
+
+
+def test_without_a_path_the_current_directory_is_scanned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _key()
+    (tmp_path / "k.txt").write_text(key + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = _run(capsys)
+    assert (status, out) == (1, f"k.txt:1: apikey leak ({keys.fingerprint(key)})\n")
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,7 +203,7 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert (clean.returncode, clean.stdout) == (0, "")
     usage = subprocess.run(
-        [sys.executable, "-m", "apikey_operator.leakscan"],
+        [sys.executable, "-m", "apikey_operator.leakscan", "--max-bytes", "-1"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -34,7 +34,9 @@ def _parser(prog: str) -> _Parser:
         prog=prog,
         description="Find leaked apikey-operator keys (prefixed, checksum-verified) in files.",
     )
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="files or directories")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files or directories (default: .)"
+    )
     parser.add_argument(
         "--max-bytes",
         type=int,
@@ -102,13 +104,10 @@ def main(argv: Sequence[str], *, prog: str = "apikey-operator scan") -> int:
     if args.plugin_path:
         print(_plugin_path())
         return 0
-    if not args.paths:
-        print(f"{prog}: error: at least one PATH is required", file=sys.stderr)
-        return 2
     if args.max_bytes < 1:
         print(f"{prog}: error: --max-bytes must be positive", file=sys.stderr)
         return 2
-    roots = [Path(p) for p in args.paths]
+    roots = [Path(p) for p in args.paths or ["."]]
     missing = [str(p) for p in roots if not p.exists()]
     if missing:
         print(f"{prog}: error: no such file or directory: {missing[0]}", file=sys.stderr)
