@@ -25,9 +25,12 @@ from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
     store_backend_aws,
     store_backend_vault,
 )
+from apikey_operator.testing.store_backend_kubernetes import (  # noqa: F401 (fixture)
+    store_backend_kubernetes,
+)
 from apikey_operator.testing.store_backends import StoreBackend
 
-STORE_BACKENDS = ["vault", "aws"]
+STORE_BACKENDS = ["kubernetes", "vault", "aws"]
 
 
 @pytest.fixture(params=STORE_BACKENDS)

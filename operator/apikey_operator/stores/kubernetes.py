@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -36,6 +37,18 @@ APIKEY_ANNOTATION = "apikeys.dev/apikey"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 STORE_LABEL = "apikeys.dev/store"
 _MAX_NAME = 253
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_ref(ref: KeyRef) -> None:
+    """Only names the API server allows reach the derived Secret name (no aliasing)."""
+    if (
+        not _NAMESPACE.fullmatch(ref.namespace)
+        or not _NAME.fullmatch(ref.name)
+        or len(ref.name) > _MAX_NAME
+    ):
+        raise StoreError("the ApiKey's namespace or name is not a valid Kubernetes name")
 
 
 def store_secret_name(namespace: str, name: str) -> str:
@@ -60,6 +73,7 @@ class KubernetesStore:
         return f"{self.name}:{self.namespace}/{store_secret_name(ref.namespace, ref.name)}"
 
     async def _get(self, ref: KeyRef) -> dict[str, Any] | None:
+        _check_ref(ref)
         try:
             return await self.kube.get_secret(self.namespace, store_secret_name(ref.namespace,
                                                                                 ref.name))
@@ -69,7 +83,7 @@ class KubernetesStore:
             raise StoreError(f"store {self.name}: {exc}") from None
 
     async def read(self, ref: KeyRef) -> StoreState:
-        return _state_of(await self._get(ref))
+        return _state_of(await self._get(ref), ref)
 
     async def _write(self, ref: KeyRef, existing: Mapping[str, Any] | None,
                      data: Mapping[str, str], bookkeeping: Mapping[str, Any]) -> None:
@@ -93,7 +107,7 @@ class KubernetesStore:
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         existing = await self._get(ref)
-        state = _state_of(existing)
+        state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
         if state.pending is not None:
             return state.pending
@@ -105,7 +119,7 @@ class KubernetesStore:
 
     async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
         existing = await self._get(ref)
-        state = _state_of(existing)
+        state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
         if state.current is not None and state.current.version == version:
             return
@@ -125,7 +139,7 @@ class KubernetesStore:
 
     async def revoke(self, ref: KeyRef, version: int) -> None:
         existing = await self._get(ref)
-        state = _state_of(existing)
+        state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
         data = decode_data((existing or {}).get("data"))
         if existing is None or f"v{version}" not in data:
@@ -143,7 +157,7 @@ class KubernetesStore:
         existing = await self._get(ref)
         if existing is None:
             return
-        check_owner(_state_of(existing), ref, self.location(ref))
+        check_owner(_state_of(existing, ref), ref, self.location(ref))
         try:
             await self.kube.delete_secret(self.namespace,
                                           store_secret_name(ref.namespace, ref.name))
@@ -165,7 +179,7 @@ def _bookkeeping(state: StoreState) -> dict[str, Any]:
     }
 
 
-def _state_of(secret: Mapping[str, Any] | None) -> StoreState:
+def _state_of(secret: Mapping[str, Any] | None, ref: KeyRef) -> StoreState:
     if secret is None:
         return StoreState()
     meta = secret.get("metadata") or {}
@@ -174,6 +188,9 @@ def _state_of(secret: Mapping[str, Any] | None) -> StoreState:
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
         return StoreState(exists=True, owner_uid="")
     owner = str(annotations.get(OWNER_ANNOTATION, ""))
+    if owner != ref.uid:
+        # Someone else's entry: report the owner, never parse (or trust) its content.
+        return StoreState(exists=True, owner_uid=owner)
     try:
         book = json.loads(annotations.get(STATE_ANNOTATION) or "{}")
         if not isinstance(book, dict):

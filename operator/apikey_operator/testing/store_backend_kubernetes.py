@@ -1,0 +1,112 @@
+"""The built-in Kubernetes store as a contract-suite backend, on the emulated API server.
+
+The store talks to the emulator through a `TcpProxy`, so the suite's outage cases
+(refused connections, hung server) apply to it like to OpenBao and moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from lightkube import AsyncClient, KubeConfig
+
+from apikey_operator.kube import FIELD_MANAGER, KubeClient
+from apikey_operator.stores import Store
+from apikey_operator.stores.base import KeyRef
+from apikey_operator.stores.kubernetes import (
+    OWNER_ANNOTATION,
+    STATE_ANNOTATION,
+    KubernetesStore,
+    store_secret_name,
+)
+from apikey_operator.testing.harness import OPERATOR_NAMESPACE, SECRETS, default_crd_dir
+from apikey_operator.testing.kube_runner import EmulatorRunner
+from apikey_operator.testing.kubeconfig import write_kubeconfig
+from apikey_operator.testing.servers import TcpProxy
+
+TEST_TIMEOUT_SECONDS = 2.0
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, runner: EmulatorRunner, proxy: TcpProxy, workdir: pathlib.Path) -> None:
+        self.runner = runner
+        self.proxy: TcpProxy | None = proxy
+        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", proxy.address)
+        self._stores: list[Store] = []
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return {"type": "kubernetes", **overrides}
+
+    def make_store(self, **overrides: Any) -> Store:
+        import httpx2
+
+        config = KubeConfig.from_file(str(self.kubeconfig))
+        client = AsyncClient(
+            config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(TEST_TIMEOUT_SECONDS)
+        )
+        store = KubernetesStore(self.name, OPERATOR_NAMESPACE, KubeClient(client))
+        self._stores.append(store)
+        return store
+
+    def plant_foreign(self, ref: KeyRef, owner_uid: str | None) -> None:
+        metadata: dict[str, Any] = {
+            "name": store_secret_name(ref.namespace, ref.name),
+            "namespace": OPERATOR_NAMESPACE,
+        }
+        if owner_uid is not None:
+            metadata["labels"] = {"app.kubernetes.io/managed-by": "apikey-operator"}
+            metadata["annotations"] = {
+                OWNER_ANNOTATION: owner_uid,
+                STATE_ANNOTATION: json.dumps({"current": 1}),
+            }
+        self.runner.create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": metadata,
+                "data": {"v1": base64.b64encode(b"foreign-value").decode()},
+            }
+        )
+
+    def snapshot(self, ref: KeyRef) -> Any:
+        obj = self.runner.get_object(
+            SECRETS, OPERATOR_NAMESPACE, store_secret_name(ref.namespace, ref.name)
+        )
+        if obj is None:
+            return None
+        meta = obj["metadata"]
+        return {
+            "data": obj.get("data"),
+            "labels": meta.get("labels"),
+            "annotations": meta.get("annotations"),
+            "rv": meta.get("resourceVersion"),
+        }
+
+    async def aclose(self) -> None:
+        stores, self._stores = self._stores, []
+        for store in stores:
+            await store.close()
+
+
+@pytest_asyncio.fixture
+async def store_backend_kubernetes() -> AsyncIterator[KubernetesBackend]:
+    """The built-in store against a fresh emulated API behind an outage proxy."""
+    with (
+        tempfile.TemporaryDirectory(prefix="kube-store-") as tmp,
+        EmulatorRunner(crd_paths=[default_crd_dir()], namespaces=(OPERATOR_NAMESPACE,)) as runner,
+        TcpProxy(runner.port) as proxy,
+    ):
+        backend = KubernetesBackend(runner, proxy, pathlib.Path(tmp))
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
