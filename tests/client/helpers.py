@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from apikey_operator.client import KeySource, SourceUnavailable
 from apikey_operator.testing.servers import free_port
 
@@ -69,6 +71,15 @@ class ScriptedSource:
         if self.down:
             raise SourceUnavailable(f"{self.description}: cannot connect")
         return self.key
+
+
+def library_log(caplog: pytest.LogCaptureFixture) -> str:
+    """What the library itself logged (SDK debug logs, if enabled elsewhere, are not ours)."""
+    return "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("apikey_operator")
+    )
 
 
 def document(key: str, version: int) -> str:
