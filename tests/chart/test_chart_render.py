@@ -44,6 +44,7 @@ HA_SHARDED: dict[str, Any] = {
     },
     "crds": {"annotations": {"argocd.argoproj.io/sync-wave": "-1"}},
     "extraArgs": ["--verbose"],
+    "generators": {"payments-vendor": {"type": "webhook"}},
 }
 MINIMAL: dict[str, Any] = {
     "image": {"repository": "registry.example/apikey-operator", "digest": "sha256:" + "a" * 64},
@@ -187,7 +188,7 @@ def test_ha_sharded_args_peering_and_config(render: Render) -> None:
     assert not objects(rendered, "ClusterKopfPeering")
     assert only(rendered, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     config = yaml.safe_load(only(rendered, "ConfigMap")["data"]["config.yaml"])
-    assert config == {"stores": HA_SHARDED["stores"]}
+    assert config == {"stores": HA_SHARDED["stores"], "generators": HA_SHARDED["generators"]}
     account = only(rendered, "ServiceAccount")
     wanted = HA_SHARDED["serviceAccount"]["annotations"]
     assert wanted.items() <= account["metadata"]["annotations"].items()
@@ -323,6 +324,7 @@ def test_metrics_service_monitor_and_alerts(render: Render) -> None:
         {"stores": {"vault": {"type": "vault"}}},
         {"stores": {"aws": {"type": "aws-secrets-manager"}}},
         {"metrics": {"port": 80}},
+        {"generators": {"vendor": {"type": "ftp"}}},
         {"unknownKey": True},
     ],
     ids=lambda v: next(iter(v)),
