@@ -236,3 +236,13 @@ def test_keys_valid_in_every_version_are_never_refused_during_swaps(tmp_path: Pa
     assert refused == []
     assert accepted_other == []
     assert checks[0] > 50
+
+
+def test_a_plain_folder_is_reloaded_when_its_files_change(tmp_path: Path) -> None:
+    (tmp_path / "api-key").write_text(OLD + "\n")
+    ring = KeyRing.from_directory(str(tmp_path))
+    assert ring.verify(OLD)
+    (tmp_path / "api-key").write_text(NEW + "-longer\n")
+    (tmp_path / "api-key-previous").write_text(OLD + "\n")
+    assert ring.verify(NEW + "-longer")
+    assert ring.verify(OLD)
