@@ -7,7 +7,8 @@ whose records kopf also posts as Kubernetes events.
 
 Redaction masks, in the message, its arguments, string extras, exception
 tracebacks and stack traces:
-- prefixed keys whose CRC32 checksum verifies (see `leakscan.detector`);
+- prefixed keys whose CRC32 checksum verifies (see `leakscan.detector`), also
+  inside a base64 token (a Secret's `data`), which is masked whole;
 - any key registered with `apikey_operator.redaction.register`, which covers
   unprefixed base62 / base64url / hex keys: tokens of 16+ characters of
   [A-Za-z0-9_-] are checked against the registered digests.
@@ -30,7 +31,7 @@ from pythonjsonlogger.json import JsonFormatter as _PjlJsonFormatter
 
 from apikey_operator import redaction
 from apikey_operator.keys import fingerprint
-from apikey_operator.leakscan.detector import MAX_KEY_LENGTH, MIN_KEY_LENGTH, find_keys
+from apikey_operator.leakscan.detector import MAX_KEY_LENGTH, find_keys
 
 LogFormat = Literal["json", "text"]
 
@@ -69,16 +70,19 @@ def _registered_candidates(token: str) -> Iterator[tuple[int, int]]:
             yield piece.span()
 
 
-def _key_spans(text: str) -> Iterator[tuple[int, int]]:
-    """Spans of `text` holding a verified prefixed key or a registered key (may overlap)."""
+def _key_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, fingerprint) of every verified prefixed key and registered key in `text`.
+
+    A base64 token holding a key spans the whole token, with the key's fingerprint.
+    Spans may overlap; `redact` masks the outermost.
+    """
+    for finding in find_keys(text):
+        yield finding.start, finding.end, finding.fingerprint
     for run in _CANDIDATE.finditer(text):
         token, offset = run.group(), run.start()
-        if len(token) >= MIN_KEY_LENGTH:
-            for finding in find_keys(token):
-                yield offset + finding.start, offset + finding.end
         for start, end in _registered_candidates(token):
             if redaction.is_registered(token[start:end]):
-                yield offset + start, offset + end
+                yield offset + start, offset + end, fingerprint(token[start:end])
 
 
 def redact(text: str) -> str:
@@ -88,11 +92,11 @@ def redact(text: str) -> str:
         return text
     parts: list[str] = []
     position = 0
-    for start, end in spans:
+    for start, end, key_fingerprint in spans:
         if start < position:  # inside a longer span already masked
             continue
         parts.append(text[position:start])
-        parts.append(f"<redacted {fingerprint(text[start:end])}>")
+        parts.append(f"<redacted {key_fingerprint}>")
         position = end
     parts.append(text[position:])
     return "".join(parts)

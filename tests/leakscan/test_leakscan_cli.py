@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,21 @@ def test_the_key_itself_is_never_printed(
     for key in leaks.values():
         assert key not in out
         assert key not in err
+
+
+def test_a_key_in_a_secret_manifest_is_reported_by_its_fingerprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = _key("base62", "pay_", 24)
+    encoded = base64.b64encode(key.encode()).decode()
+    (tmp_path / "secret.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: billing\ndata:\n  api-key: {encoded}\n",
+        encoding="utf-8",
+    )
+    status, out, _ = _run(capsys, str(tmp_path / "secret.yaml"))
+    assert status == 1
+    assert out == f"{tmp_path / 'secret.yaml'}:6: apikey leak ({keys.fingerprint(key)})\n"
+    assert encoded not in out
 
 
 def test_a_clean_tree_exits_zero_silently(

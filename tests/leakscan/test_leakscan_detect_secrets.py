@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -80,6 +81,13 @@ def test_the_plugin_analyzes_strings_directly() -> None:
     plugin = detect_secrets_plugin.ApiKeyOperatorDetector()
     assert list(plugin.analyze_string(f'"{key}" and "{key[:-1]}0"')) in ([key], [key, key])
     assert list(plugin.analyze_string("bill_" + "A" * 43 + "000000")) == []
+
+
+def test_a_base64_encoded_key_is_reported_as_written_in_the_line() -> None:
+    key = keys.generate(keys.KeyFormat(prefix="bill_"))
+    token = base64.b64encode(key.encode()).decode()
+    plugin = detect_secrets_plugin.ApiKeyOperatorDetector()
+    assert list(plugin.analyze_string(f"  api-key: {token}")) == [token]
 
 
 def test_the_detect_secrets_command_line_loads_the_plugin(tmp_path: Path) -> None:

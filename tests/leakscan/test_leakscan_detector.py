@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import string
 
@@ -183,3 +184,35 @@ def test_a_long_run_of_key_characters_is_scanned_quickly_and_correctly() -> None
     blob = "A" * 200_000
     assert [f.key for f in find_keys(blob + "_" + key)] == [key]
     assert [f.key for f in find_keys(key + "_" + blob)] == [key]
+
+
+@pytest.mark.parametrize("encoding", keys.ENCODINGS)
+def test_base64_encoded_keys_are_found_as_in_a_secret_manifest(encoding: keys.Encoding) -> None:
+    key = keys.generate(keys.KeyFormat(encoding=encoding, prefix="bill_"))
+    tokens = [
+        base64.b64encode(key.encode()).decode(),  # kubectl create secret --from-literal
+        base64.b64encode(f"{key}\n".encode()).decode(),  # echo ... | base64
+        base64.b64encode(f"API_KEY={key}\nDEBUG=1\n".encode()).decode(),  # a whole .env file
+        base64.urlsafe_b64encode(f"{{'key': '{key}'}}".encode()).decode().rstrip("="),
+    ]
+    for token in tokens:
+        text = f"data:\n  api-key: {token}\n"
+        (finding,) = find_keys(text)
+        assert (finding.start, finding.end) == (text.index(token), text.index(token) + len(token))
+        assert finding.key == key
+        assert finding.encoded
+        assert finding.fingerprint == keys.fingerprint(key)
+        assert list(find_keys(text, decode_base64=False)) == []
+
+
+def test_base64_of_a_mangled_key_is_not_found() -> None:
+    key = keys.generate(keys.KeyFormat(prefix="bill_"))
+    for index in range(len(key)):
+        mangled = key[:index] + ("0" if key[index] != "0" else "1") + key[index + 1 :]
+        assert list(find_keys(base64.b64encode(mangled.encode()).decode())) == []
+
+
+def test_a_plain_key_is_reported_once_not_also_as_base64() -> None:
+    key = keys.generate(keys.KeyFormat(encoding="base64url", prefix="bill_", length=48))
+    (finding,) = find_keys(f"k={key}")
+    assert (finding.key, finding.encoded) == (key, False)

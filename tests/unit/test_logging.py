@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -225,6 +226,16 @@ def test_keys_in_extras_and_dict_messages_are_redacted(stream: io.StringIO) -> N
     assert first["detail"] == {"keys": [_masked(key)]}
     assert first["obj"] == f"Opaque({_masked(key)})"
     assert second["leaked"] == _masked(key)
+
+
+def test_a_base64_encoded_key_is_masked_whole(stream: io.StringIO) -> None:
+    configure_logging("json", stream=stream)
+    key = _key()
+    token = base64.b64encode(key.encode()).decode()
+    logging.getLogger("t").info("secret data %s", {"api-key": token})
+    (line,) = _json_lines(stream)
+    assert token not in stream.getvalue()
+    assert line["message"] == f"secret data {{'api-key': '{_masked(key)}'}}"
 
 
 def test_mismatched_arguments_still_log_without_the_key(stream: io.StringIO) -> None:

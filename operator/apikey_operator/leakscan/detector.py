@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -59,15 +60,20 @@ MAX_KEY_LENGTH = MAX_PREFIX_LENGTH + MAX_BODY_WIDTH + CHECKSUM_LENGTH
 # edges of maximal runs of these (see `_spans_in_run`).
 KEY_CHARS_CLASS = "[A-Za-z0-9_-]"
 _RUN = re.compile(KEY_CHARS_CLASS + f"{{{MIN_KEY_LENGTH},}}", re.ASCII)
+# A base64 (standard or URL-safe) token long enough to hold the shortest key.
+_BASE64_RUN = re.compile(
+    f"[A-Za-z0-9+/_-]{{{math.ceil(4 * MIN_KEY_LENGTH / 3)},}}={{0,2}}", re.ASCII
+)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """A verified key at text[start:end]. The key itself is kept out of repr()."""
+    """A verified key found at text[start:end]. The key itself is kept out of repr()."""
 
     start: int
     end: int
     key: str = field(repr=False)
+    encoded: bool = False  # text[start:end] is base64 of the key rather than the key
 
     @property
     def fingerprint(self) -> str:
@@ -177,19 +183,52 @@ def _spans_in_run(run: str) -> Iterator[tuple[int, int]]:
             yield 0, end
 
 
-def find_keys(text: str) -> Iterator[Finding]:
+def _plain_findings(text: str) -> Iterator[Finding]:
+    for run in _RUN.finditer(text):
+        offset = run.start()
+        for start, end in _spans_in_run(run.group()):
+            yield Finding(offset + start, offset + end, text[offset + start : offset + end])
+
+
+def _decode_base64(token: str) -> str | None:
+    body = token.rstrip("=")
+    if len(body) % 4 == 1:
+        return None
+    standard, urlsafe = "+" in body or "/" in body, "-" in body or "_" in body
+    if standard and urlsafe:
+        return None
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        raw = base64.b64decode(padded) if standard else base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError):
+        return None
+    # latin-1 maps every byte to one character; only ASCII runs can hold a key anyway.
+    return raw.decode("latin-1")
+
+
+def _encoded_findings(text: str) -> Iterator[Finding]:
+    for token in _BASE64_RUN.finditer(text):
+        decoded = _decode_base64(token.group())
+        if decoded is None:
+            continue
+        for inner in _plain_findings(decoded):
+            yield Finding(token.start(), token.end(), inner.key, encoded=True)
+
+
+def find_keys(text: str, *, decode_base64: bool = True) -> Iterator[Finding]:
     """Every verified prefixed key in `text`, in order of position, without overlaps.
 
     A key is found when it is delimited by characters outside [A-Za-z0-9_-] on at
     least one side; one glued to key characters on both sides is not looked for.
+    With `decode_base64`, base64 / base64url tokens are decoded and searched too, as
+    in a Kubernetes Secret manifest's `data:`; such a finding spans the whole token
+    and its `key` is the decoded key.
     """
-    for run in _RUN.finditer(text):
-        offset = run.start()
-        spans = sorted(set(_spans_in_run(run.group())), key=lambda span: (span[0], -span[1]))
-        last_end = -1
-        for start, end in spans:
-            if start >= last_end:
-                last_end = end
-                yield Finding(
-                    start=offset + start, end=offset + end, key=text[offset + start : offset + end]
-                )
+    found = list(_plain_findings(text))
+    if decode_base64:
+        found.extend(_encoded_findings(text))
+    last_end = -1
+    for finding in sorted(set(found), key=lambda f: (f.start, -f.end)):
+        if finding.start >= last_end:
+            last_end = finding.end
+            yield finding
