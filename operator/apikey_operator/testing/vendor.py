@@ -146,6 +146,12 @@ class FakeVendor:
 
     # --- switches ------------------------------------------------------------------------------
 
+    @property
+    def token(self) -> str:
+        """The bearer token accepted now (tests write it where the operator reads it)."""
+        with self._lock:
+            return self._token
+
     def set_token(self, token: str) -> None:
         with self._lock:
             self._token = token
