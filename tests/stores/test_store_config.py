@@ -187,9 +187,10 @@ def aws_store(**fields: Any) -> AwsSecretsManagerStore:
 def test_locations_follow_the_documented_layouts(token_file: Path) -> None:
     ref = KeyRef("payments", "billing-client", "uid")
 
-    assert vault_store(token_file).location(ref) == "vault:secret/apikeys/payments/billing-client"
+    # storeRef starts with the store's name in the operator config ("corp" here).
+    assert vault_store(token_file).location(ref) == "corp:secret/apikeys/payments/billing-client"
     assert vault_store(token_file, mount="kv", pathPrefix="teams/keys").location(ref) == (
-        "vault:kv/teams/keys/payments/billing-client")
+        "corp:kv/teams/keys/payments/billing-client")
     assert aws_store().secret_name(ref) == "apikeys/payments/billing-client"
     assert aws_store(namePrefix="prod-").secret_name(ref) == "prod-payments/billing-client"
 

@@ -41,6 +41,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from apikey_operator import redaction
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
@@ -60,10 +61,14 @@ from apikey_operator.stores.retry import (
     ConfigReader,
     Deadline,
     check_ref_names,
+    silence_sdk_body_logging,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# botocore logs SecretString bodies at DEBUG: never let them reach a handler.
+silence_sdk_body_logging()
 
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
 TAG_MANAGED_BY = "managed-by"
@@ -235,7 +240,7 @@ class AwsSecretsManagerStore:
     # -- Protocol -----------------------------------------------------------------------
 
     def location(self, ref: KeyRef) -> str:
-        return f"aws-secrets-manager:{self.config.region}:{self.secret_name(ref)}"
+        return f"{self.name}:{self.config.region}:{self.secret_name(ref)}"
 
     def secret_name(self, ref: KeyRef) -> str:
         """`<namePrefix><namespace>/<name>`, checked to hold exactly those two segments."""
@@ -250,6 +255,7 @@ class AwsSecretsManagerStore:
         return await self._runner.run("read", lambda d: self._read(ref, d))
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        redaction.register(document.key)
         _check_handles(document)
         return await self._runner.run(
             "write_pending", lambda d: self._write_pending(ref, document, d)
@@ -547,6 +553,7 @@ def _parse_version(text: str | None, vid: str) -> VersionDocument:
     document = VersionDocument.from_json(data["document"])
     if document.key != data.get("key"):
         raise StoreError(f"secret version {vid} holds an inconsistent document")
+    redaction.register(document.key)
     return document
 
 

@@ -34,6 +34,7 @@ import hvac.adapters
 import hvac.exceptions
 import requests
 
+from apikey_operator import redaction
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
@@ -380,12 +381,13 @@ class VaultStore:
     # -- Protocol -----------------------------------------------------------------------
 
     def location(self, ref: KeyRef) -> str:
-        return f"vault:{self.config.mount}/{self._path(ref)}"
+        return f"{self.name}:{self.config.mount}/{self._path(ref)}"
 
     async def read(self, ref: KeyRef) -> StoreState:
         return await self._runner.run("read", lambda d: self._read(ref, d))
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        redaction.register(document.key)
         _check_handles(document)
         return await self._runner.run(
             "write_pending", lambda d: self._write_pending(ref, document, d)
@@ -664,6 +666,7 @@ def _parse_version(data: Mapping[str, Any], version: int) -> VersionDocument:
     document = VersionDocument.from_json(text)
     if document.version != version or document.key != data.get("key"):
         raise StoreError(f"KV version {version} holds an inconsistent document")
+    redaction.register(document.key)
     return document
 
 

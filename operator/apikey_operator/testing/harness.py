@@ -55,11 +55,17 @@ class KeyRecorder:
         redaction.remove_observer(self)
 
     def leaks_in(self, text: str) -> list[str]:
-        """Fingerprints of recorded keys that appear in `text` (never the keys themselves)."""
+        """Each recorded key found in `text`: its fingerprint and what preceded it (the key
+        itself masked), so a failing scan says where the leak is without repeating it."""
         from apikey_operator.keys import fingerprint
 
         with self._lock:
-            return sorted(fingerprint(k) for k in self.keys if k and k in text)
+            found = [k for k in self.keys if k and k in text]
+        report = []
+        for key in sorted(found):
+            at = text.index(key)
+            report.append(f"{fingerprint(key)} after {text[max(0, at - 120):at]!r}")
+        return report
 
 
 class LocalCluster:

@@ -1,0 +1,126 @@
+"""The real operator with each store: Ready, rotate, revoke, and outages of the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from apikey_operator import metrics
+from apikey_operator.client import AwsSecretsManagerSource, VaultSource
+from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
+    aws_test_credentials,
+    moto_server,
+    openbao_server,
+    openbao_token_file,
+    store_backend_aws,
+    store_backend_vault,
+)
+from apikey_operator.testing.harness import LocalCluster
+from apikey_operator.testing.store_backends import AwsBackend, VaultBackend
+from tests.integration.helpers import apikey
+
+pytestmark = pytest.mark.integration
+StoreReader = Callable[[str, str], str]
+
+
+@pytest.fixture(params=["vault", "aws"])
+def store_under_test(request: pytest.FixtureRequest) -> tuple[str, Any, StoreReader]:
+    backend = request.getfixturevalue(f"store_backend_{request.param}")
+
+    def read_current(namespace: str, name: str) -> str:
+        if isinstance(backend, VaultBackend):
+            source: Any = VaultSource(client=backend.client(), mount=backend.mount,
+                                      path=f"{backend.path_prefix}/{namespace}/{name}")
+        else:
+            assert isinstance(backend, AwsBackend)
+            source = AwsSecretsManagerSource(client=backend.client(),
+                                             secret_id=f"{backend.name_prefix}{namespace}/{name}")
+        return str(source.read())
+
+    return request.param, backend, read_current
+
+
+@pytest.fixture
+def store_cluster(store_under_test: tuple[str, Any, StoreReader]) -> Iterator[LocalCluster]:
+    name, backend, _ = store_under_test
+    with LocalCluster(stores={name: backend.config()}) as local:
+        yield local
+        local.stop_operator_thread()
+        leaks = local.recorder.leaks_in(local.visible_text()
+                                        + generate_latest(metrics.REGISTRY).decode())
+        assert not leaks, f"keys leaked: {leaks}"
+
+
+def version(cluster: LocalCluster, name: str = "billing") -> int:
+    body = cluster.apikey("payments", name) or {}
+    return int(((body.get("status") or {}).get("currentKey") or {}).get("version") or 0)
+
+
+def test_a_key_in_each_store_is_ready_rotates_and_revokes(
+    store_cluster: LocalCluster, store_under_test: tuple[str, Any, StoreReader]
+) -> None:
+    store_name, _, read_current = store_under_test
+    cluster = store_cluster
+    cluster.apply(apikey("billing", store=store_name, key={"prefix": "bill_"}))
+    body = cluster.wait_ready("payments", "billing")
+    assert body["status"]["storeRef"].startswith(f"{store_name}:")
+    first = cluster.secret_data("payments", "billing")["api-key"]
+    assert read_current("payments", "billing") == first
+
+    cluster.annotate("payments", "billing", {"apikeys.dev/rotate": "r1"})
+    cluster.wait_for(lambda: version(cluster) >= 2, what="the rotation")
+    data = cluster.wait_for(lambda: (d := cluster.secret_data("payments", "billing"))
+                            .get("api-key-previous") == first and d, what="the projection")
+    assert read_current("payments", "billing") == data["api-key"]
+
+    cluster.annotate("payments", "billing", {"apikeys.dev/revoke": "v1"})
+    cluster.wait_for(lambda: version(cluster) >= 3, what="the revoke")
+    cluster.wait_for(lambda: set(cluster.secret_data("payments", "billing")) == {"api-key"},
+                     what="old keys gone from the Secret")
+    assert read_current("payments", "billing") == cluster.secret_data("payments",
+                                                                      "billing")["api-key"]
+
+
+def test_a_store_outage_is_reported_the_secret_kept_and_recovery_is_automatic(
+    store_cluster: LocalCluster, store_under_test: tuple[str, Any, StoreReader]
+) -> None:
+    store_name, backend, read_current = store_under_test
+    cluster = store_cluster
+    cluster.apply(apikey("billing", store=store_name))
+    cluster.wait_ready("payments", "billing")
+    before = cluster.secret_data("payments", "billing")
+    errors_before = _store_errors(store_name)
+
+    with backend.proxy.outage("refuse"):
+        cluster.annotate("payments", "billing", {"apikeys.dev/rotate": "during-outage"})
+        cond = cluster.wait_reason("payments", "billing", "StoreUnavailable", timeout=30)
+        assert cond["status"] == "False"
+        cluster.wait_for(lambda: "StoreUnavailable" in cluster.event_reasons("payments",
+                                                                             "billing"),
+                         what="the StoreUnavailable event")
+        time.sleep(2)
+        assert cluster.secret_data("payments", "billing") == before
+        assert _store_errors(store_name) > errors_before
+        mark = cluster.api.traffic.mark()
+        time.sleep(3)
+        # Backing off, not hot-looping: a handful of API writes at most in 3 s.
+        assert len(cluster.api.traffic.records(since=mark)) < 10
+
+    cluster.wait_for(lambda: version(cluster) == 2, timeout=60, what="recovery and rotation")
+    cluster.wait_ready("payments", "billing", timeout=30)
+    after = cluster.secret_data("payments", "billing")
+    assert after["api-key-previous"] == before["api-key"]
+    assert read_current("payments", "billing") == after["api-key"]
+
+
+def _store_errors(store: str) -> float:
+    total = 0.0
+    for family in metrics.REGISTRY.collect():
+        if family.name == "apikey_store_errors":
+            total += sum(s.value for s in family.samples
+                         if s.labels.get("store") == store and s.name.endswith("_total"))
+    return total
