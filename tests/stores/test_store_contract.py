@@ -5,6 +5,8 @@ Written once, run against each backend in STORE_BACKENDS on real servers.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from apikey_operator.keys import KeyFormat
@@ -423,3 +425,32 @@ async def test_every_step_fails_cleanly_during_an_outage(backend: StoreBackend) 
     assert backend.snapshot(ref) == before
     await store.promote(ref, pending.version, GRACE_END)
     assert (await store.read(ref)).current == pending
+
+
+# -- key material ----------------------------------------------------------------------------
+
+
+async def test_no_key_reaches_a_log_or_an_error_even_at_debug(
+    backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, ref = backend.make_store(), new_ref()
+    caplog.set_level(logging.DEBUG)
+    messages: list[str] = []
+
+    first = await store.write_pending(ref, new_doc(1))
+    await store.promote(ref, first.version, GRACE_END)
+    second = await store.write_pending(ref, new_doc(2))
+    await store.promote(ref, second.version, GRACE_END)
+    await store.read(ref)
+    for failing in (store.promote(ref, 99, GRACE_END),
+                    backend.make_store().write_pending(new_ref("Bad", "x"), new_doc(1))):
+        try:
+            await failing
+        except StoreError as exc:
+            messages.append(str(exc))
+    await store.revoke(ref, first.version)
+
+    assert len(messages) == 2
+    text = caplog.text + "\n".join(messages) + repr(await store.read(ref))
+    for key in (first.key, second.key):
+        assert key not in text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import re
 import time
 import weakref
@@ -250,3 +251,24 @@ class ConfigReader:
         if self.problems:
             details = "; ".join(self.problems)
             raise StoreConfigError(f"store {self.store_name!r} is misconfigured: {details}")
+
+
+# SDK loggers whose DEBUG records carry request or response bodies, i.e. keys.
+BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.awsrequest")
+
+
+class _DropDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_DROP_DEBUG = _DropDebug()
+
+
+def silence_sdk_body_logging(names: tuple[str, ...] = BODY_LOGGERS) -> None:
+    """Drop the DEBUG records of SDK loggers that print request/response bodies, so
+    turning on DEBUG logging can never write a key to a log. Idempotent."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if _DROP_DEBUG not in logger.filters:
+            logger.addFilter(_DROP_DEBUG)
