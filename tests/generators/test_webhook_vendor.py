@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import pathlib
@@ -193,7 +194,7 @@ async def test_a_401_rereads_the_token_file_once(make: GeneratorMaker, vendor: F
     generator = make()
     await generator.mint(REF, 1, FMT, [])
     vendor.set_token("rotated-token")
-    token_file.write_text("rotated-token\n", encoding="utf-8")
+    await asyncio.to_thread(token_file.write_text, "rotated-token\n", encoding="utf-8")
     await generator.mint(REF, 2, FMT, [])
     assert [(c.status, c.authorized) for c in vendor.calls] == [
         (201, True), (401, False), (201, True)]

@@ -192,7 +192,8 @@ class TokenSource:
     async def _read(self) -> str:
         s = self._settings
         if s.token_file is not None:
-            return _token_from_text(_read_text(s.token_file), f"token file {s.token_file}")
+            text = await asyncio.to_thread(_read_text, s.token_file)
+            return _token_from_text(text, f"token file {s.token_file}")
         assert s.token_secret_name is not None
         where = f"token Secret {self._namespace}/{s.token_secret_name}"
         # Imported here: the Kubernetes client is only needed with tokenSecret.
