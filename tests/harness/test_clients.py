@@ -71,11 +71,17 @@ def test_kubectl_apply_get_describe_annotate_patch(kubectl: KubectlFn, http: Htt
     assert "Provisioned" in described and "the key is ready" in described
 
 
-def test_kubectl_reports_schema_violations(kubectl: KubectlFn) -> None:
+def test_kubectl_reports_schema_violations(kubectl: KubectlFn, http: Http) -> None:
     bad = MANIFEST.replace("length: 24", "length: 8")
     result = kubectl("apply", "-f", "-", input=bad, check=False)
     assert result.returncode != 0
     assert "spec.key.length" in result.stderr
+    # kubectl asks for strict field validation, as against a real server: typos fail loudly.
+    typo = MANIFEST.replace("prefix: bill_", "prefix: bill_, lenght: 32")
+    result = kubectl("apply", "-f", "-", input=typo, check=False)
+    assert result.returncode != 0
+    assert 'unknown field "spec.key.lenght"' in result.stderr
+    assert http.get("/apis/apikeys.dev/v1alpha1/namespaces/default/apikeys/billing").status == 404
 
 
 async def test_lightkube_async_client_round_trip(kube_api: EmulatorRunner,

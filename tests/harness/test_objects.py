@@ -256,6 +256,19 @@ def test_schema_defaults_are_applied_and_unknown_fields_pruned(http: Http) -> No
     assert status["status"] == {"kopf": {"progress": {"h": 1}}}
 
 
+def test_strict_field_validation_refuses_unknown_fields(http: Http) -> None:
+    body = apikey("a", unknown="x", key={"lenght": 3})
+    reply = http.post(f"{KEYS}?fieldValidation=Strict", body)
+    assert reply.status == 400
+    assert 'unknown field "spec.unknown"' in reply.body["message"]
+    assert 'unknown field "spec.key.lenght"' in reply.body["message"]
+    http.post(KEYS, apikey("a"))
+    status = http.patch(f"{KEYS}/a/status?fieldValidation=Strict",
+                        {"status": {"kopf": {"free": 1}, "junk": 1}})
+    assert status.status == 400
+    assert 'unknown field "status.junk"' in status.body["message"]
+
+
 def test_cluster_scoped_custom_resources(http: Http) -> None:
     body = {"apiVersion": "apikeys.dev/v1alpha1", "kind": "RotationPolicy",
             "metadata": {"name": "p"}, "spec": {"rotateEvery": "30d"}}

@@ -481,7 +481,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                                      details={"name": namespace, "kind": "namespaces"})
 
     def _normalise(self, rt: ResourceType, name: str, obj: Body,
-                   subresource: str | None = None) -> None:
+                   subresource: str | None = None, *, strict: bool = False) -> None:
         """Secret stringData, metadata checks and CRD schema handling; raises 400/422."""
         errors: list[kube_schema.FieldError] = []
         meta = obj["metadata"]
@@ -524,19 +524,34 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 # Only the status changed: like the server's validation ratcheting, unchanged
                 # fields are not judged again (and the status path is the hot one).
                 if isinstance(obj.get("status"), dict):
+                    if strict:
+                        self._refuse_unknown(rt, kube_schema.unknown_fields(
+                            status_schema, obj["status"], "status"))
                     kube_schema.prune(status_schema, obj["status"])
                     kube_schema.apply_defaults(status_schema, obj["status"])
                 errors.extend(kube_schema.validate(status_schema, obj.get("status"), "status")
                               if "status" in obj else [])
             else:
+                if strict:
+                    self._refuse_unknown(rt, kube_schema.unknown_fields(rt.schema, obj,
+                                                                        root=True))
                 kube_schema.prune(rt.schema, obj, root=True)
                 kube_schema.apply_defaults(rt.schema, obj)
                 errors.extend(kube_schema.validate(rt.schema, obj))
         if errors:
             raise _invalid(rt, name, errors)
 
+    @staticmethod
+    def _refuse_unknown(rt: ResourceType, unknown: Sequence[str]) -> None:
+        if unknown:
+            shown = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise KubernetesApiError(
+                400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {shown}", reason="BadRequest")
+
     def _create(self, rt: ResourceType, namespace: str | None, body: Body, *,
-                keep_status: bool = False, dry_run: bool = False, install: bool = True) -> Body:
+                keep_status: bool = False, dry_run: bool = False, install: bool = True,
+                strict: bool = False) -> Body:
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise KubernetesApiError(400, "the body of the request is not an object",
                                      reason="BadRequest")
@@ -597,7 +612,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             body.setdefault("spec", {"finalizers": ["kubernetes"]})
             body["status"] = {"phase": "Active"}
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
-        self._normalise(rt, name, body)
+        self._normalise(rt, name, body, strict=strict)
         meta["resourceVersion"] = self._next_rv() if not dry_run else str(self._rv)
         if dry_run:
             return body
@@ -614,7 +629,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return obj
 
     def _commit(self, rt: ResourceType, old: Body, new: Body, subresource: str | None, *,
-                dry_run: bool = False) -> Body:
+                dry_run: bool = False, strict: bool = False) -> Body:
         """Turn a client's full new body into the stored next version (or keep the old one)."""
         old_meta = old["metadata"]
         name = old_meta["name"]
@@ -666,7 +681,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     f"found new finalizers {sorted(added)}")])
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
-        self._normalise(rt, name, new, subresource)
+        self._normalise(rt, name, new, subresource, strict=strict)
         if _without_rv(new) == _without_rv(old):
             return old  # a no-op write: the real server neither bumps the version nor notifies
         if rt.tracks_generation and _content_part(new) != _content_part(old):
@@ -683,18 +698,20 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return new
 
     def _update(self, rt: ResourceType, namespace: str | None, name: str, body: Body,
-                subresource: str | None, *, dry_run: bool = False) -> Body:
+                subresource: str | None, *, dry_run: bool = False,
+                strict: bool = False) -> Body:
         old = self._existing(rt, namespace, name)
-        return self._commit(rt, old, body, subresource, dry_run=dry_run)
+        return self._commit(rt, old, body, subresource, dry_run=dry_run, strict=strict)
 
     def _patch(self, rt: ResourceType, namespace: str | None, name: str, patch_type: str,
-               patch: Any, subresource: str | None, *, dry_run: bool = False) -> Body:
+               patch: Any, subresource: str | None, *, dry_run: bool = False,
+               strict: bool = False) -> Body:
         old = self._store[rt.key].get((namespace, name))
         if old is None:
             if patch_type == kube_patches.APPLY and isinstance(patch, dict):
                 body = copy.deepcopy(patch)
                 body.setdefault("metadata", {})["name"] = name
-                return self._create(rt, namespace, body, dry_run=dry_run)
+                return self._create(rt, namespace, body, dry_run=dry_run, strict=strict)
             raise _not_found(rt, name)
         try:
             if patch_type == kube_patches.JSON_PATCH:
@@ -717,7 +734,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if new_rv is not None and new_rv != old["metadata"]["resourceVersion"]:
             # A patch that sets resourceVersion asks for optimistic concurrency.
             raise _conflict(rt, name)
-        return self._commit(rt, old, new, subresource, dry_run=dry_run)
+        return self._commit(rt, old, new, subresource, dry_run=dry_run, strict=strict)
 
     def _delete(self, rt: ResourceType, namespace: str | None, name: str, *,
                 propagation: str = "Background", preconditions: Mapping[str, Any] | None = None,
@@ -1017,6 +1034,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         namespace = route.namespace if rt.namespaced else None
         query = raw.query
         dry_run = query.get("dryRun") == "All"
+        # kubectl asks for strict field validation; other clients get silent pruning.
+        strict = query.get("fieldValidation") == "Strict"
         if route.name is None and rt.namespaced and namespace is None and verb in (
                 "create", "deletecollection"):
             raise KubernetesApiError(404, "the server could not find the requested resource")
@@ -1040,18 +1059,18 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             if not isinstance(body, dict):
                 raise KubernetesApiError(400, "the body of the request is not an object",
                                          reason="BadRequest")
-            created = self._create(rt, namespace, body, dry_run=dry_run)
+            created = self._create(rt, namespace, body, dry_run=dry_run, strict=strict)
             record.name = created["metadata"]["name"]  # so that writes per object add up
             record.namespace = created["metadata"].get("namespace")
             return self._json(created, 201)
         if verb == "update":
             return self._json(self._update(rt, namespace, route.name or "", body,
-                                           route.subresource, dry_run=dry_run))
+                                           route.subresource, dry_run=dry_run, strict=strict))
         if verb == "patch":
             content_type = (raw.content_type or "").split(";")[0].strip()
             existed = (namespace, route.name) in self._store[rt.key]
             result = self._patch(rt, namespace, route.name or "", content_type, body,
-                                 route.subresource, dry_run=dry_run)
+                                 route.subresource, dry_run=dry_run, strict=strict)
             return self._json(result, 200 if existed else 201)
         if verb == "delete":
             options = body if isinstance(body, dict) else {}

@@ -83,6 +83,32 @@ def prune(schema: Schema, value: Any, *, root: bool = False) -> None:
             prune(schema["items"], item)
 
 
+def unknown_fields(schema: Schema, value: Any, path: str = "", *,
+                   root: bool = False) -> list[str]:
+    """The dotted paths that :func:`prune` would drop (for ``fieldValidation=Strict``)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        props: Mapping[str, Schema] = schema.get("properties") or {}
+        preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub_path = _join(path, key)
+            if root and key in _ROOT_KEPT:
+                if key != "metadata" and key in props:
+                    found.extend(unknown_fields(props[key], item, sub_path))
+            elif key in props:
+                found.extend(unknown_fields(props[key], item, sub_path))
+            elif isinstance(additional, Mapping):
+                found.extend(unknown_fields(additional, item, sub_path))
+            elif not preserve and additional is not True and (
+                    props or additional is False or "type" in schema):
+                found.append(sub_path)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            found.extend(unknown_fields(schema["items"], item, f"{path}[{index}]"))
+    return found
+
+
 def validate(schema: Schema, value: Any, path: str = "") -> list[FieldError]:
     """Return every violation of ``schema`` by ``value``; empty when the value is valid."""
     errors: list[FieldError] = []
