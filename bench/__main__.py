@@ -1,0 +1,78 @@
+"""``python -m bench [--sizes 100,1000] [--long] [--smoke] [--out DIR]``.
+
+Writes ``results.json`` and ``RESULTS.md`` into ``--out`` (default: this folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+from bench import report
+from bench.runner import Options, run_sync
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated numbers of ApiKeys (default 100,1000)")
+    parser.add_argument("--long", action="store_true", help="add N=5000")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI mode: N=50, short idle window, stores at N=20 (< 1 minute)")
+    parser.add_argument("--idle-seconds", type=float, default=None,
+                        help="length of the idle window (default 60, smoke 3)")
+    parser.add_argument("--no-stores", action="store_true",
+                        help="skip the OpenBao and moto provisioning runs")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE,
+                        help="where results.json and RESULTS.md go")
+    parser.add_argument("--workdir", type=pathlib.Path, default=None,
+                        help="keep the child processes' logs here (default: a temporary folder)")
+    return parser
+
+
+def options(args: argparse.Namespace) -> Options:
+    if args.smoke:
+        sizes: tuple[int, ...] = (50,)
+    elif args.sizes:
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    else:
+        sizes = (100, 1000)
+    if args.long and 5000 not in sizes:
+        sizes = (*sizes, 5000)
+    idle = args.idle_seconds if args.idle_seconds is not None else (3.0 if args.smoke else 60.0)
+    return Options(sizes=sizes, idle_seconds=idle, revoke_many=10 if args.smoke else 100,
+                   store_keys=20 if args.smoke else 100, stores=not args.no_stores,
+                   smoke=args.smoke)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    opts = options(args)
+
+    def say(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        figures = run_sync(opts, args.workdir, say)
+    else:
+        with tempfile.TemporaryDirectory(prefix="apikey-bench-") as tmp:
+            figures = run_sync(opts, pathlib.Path(tmp), say)
+    results = report.assemble(opts, figures)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "RESULTS.md").write_text(report.markdown(results))
+    say(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
+    for target in results["targets"]:
+        say(f"  target {target['name']}: {target['verdict']} ({target['measured']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The benchmark driver's view of the API: writes, and watch-fed caches of ApiKeys and Secrets.
+
+The driver is one more API client (User-Agent ``apikey-bench``, so the emulator leaves its
+requests out of the operator's figures). Times are taken when a watch event arrives, with
+the driver's monotonic clock, so a latency is "from the request we sent to the event that
+showed the result".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from bench.emulator_main import BENCH_AGENT
+
+APIKEYS_PATH = "/apis/apikeys.dev/v1alpha1"
+POLICIES_URL = "/apis/apikeys.dev/v1alpha1/rotationpolicies"
+MERGE = "application/merge-patch+json"
+Body = dict[str, Any]
+
+
+def is_ready(body: Mapping[str, Any]) -> bool:
+    """Ready=True for the object's current generation (kstatus semantics)."""
+    meta = body.get("metadata") or {}
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True"
+                        and cond.get("observedGeneration") == meta.get("generation"))
+    return False
+
+
+def key_version(body: Mapping[str, Any]) -> int:
+    """status.currentKey.version, 0 before the first key."""
+    return int(((body.get("status") or {}).get("currentKey") or {}).get("version") or 0)
+
+
+class Api:
+    """Plain REST calls to the emulator with the driver's User-Agent."""
+
+    def __init__(self, url: str, concurrency: int = 32) -> None:
+        self.url = url
+        self.session = aiohttp.ClientSession(
+            headers={"User-Agent": f"{BENCH_AGENT}/1"},
+            connector=aiohttp.TCPConnector(limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def _check(self, response: aiohttp.ClientResponse, what: str) -> Body:
+        text = await response.text()
+        if response.status >= 300:
+            raise RuntimeError(f"{what}: HTTP {response.status}: {text[:300]}")
+        data: Body = json.loads(text)
+        return data
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> Body:
+        async with self.session.post(self.url + path, json=dict(body)) as response:
+            return await self._check(response, f"POST {path}")
+
+    async def patch(self, path: str, patch: Mapping[str, Any]) -> Body:
+        async with self.session.patch(self.url + path, data=json.dumps(patch),
+                                      headers={"Content-Type": MERGE}) as response:
+            return await self._check(response, f"PATCH {path}")
+
+    async def get(self, path: str) -> Body:
+        async with self.session.get(self.url + path) as response:
+            return await self._check(response, f"GET {path}")
+
+    def apikey_path(self, namespace: str, name: str | None = None) -> str:
+        base = f"{APIKEYS_PATH}/namespaces/{namespace}/apikeys"
+        return f"{base}/{name}" if name else base
+
+
+class WatchedCollection:
+    """A list + watch of one collection URL, kept as ``objects`` by (namespace, name).
+
+    ``on_change`` runs on the loop after every event with the key and the new body
+    (None when deleted).
+    """
+
+    def __init__(self, api: Api, path: str,
+                 on_change: Callable[[tuple[str, str], Body | None], None]) -> None:
+        self.api = api
+        self.path = path
+        self.on_change = on_change
+        self.objects: dict[tuple[str, str], Body] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await self._synced.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        listing = await self.api.get(self.path)
+        for item in listing.get("items") or []:
+            self._apply("ADDED", item)
+        version = str(listing["metadata"].get("resourceVersion", ""))
+        self._synced.set()
+        while True:
+            url = (f"{self.api.url}{self.path}?watch=true&timeoutSeconds=3600"
+                   f"&resourceVersion={version}")
+            try:
+                async with self.api.session.get(url) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"watch {self.path}: HTTP {response.status}")
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            raise RuntimeError(f"watch {self.path}: {event.get('object')}")
+                        body = event["object"]
+                        version = str(body["metadata"].get("resourceVersion", version))
+                        self._apply(str(event["type"]), body)
+            except aiohttp.ClientPayloadError:
+                await asyncio.sleep(0.1)
+
+    def _apply(self, kind: str, body: Body) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name")))
+        if kind == "DELETED":
+            self.objects.pop(key, None)
+            self.on_change(key, None)
+        else:
+            self.objects[key] = body
+            self.on_change(key, body)
+
+
+class Observer:
+    """Watches ApiKeys in one namespace and all Secrets; records when each ApiKey got Ready.
+
+    ``listeners`` get every event as (``"apikey"`` or ``"secret"``, (namespace, name), body
+    or None) and must do O(1) work: a scenario tracks its keys incrementally there. Checks
+    passed to :meth:`until` are re-evaluated after each event, so they must be cheap too.
+    """
+
+    def __init__(self, api: Api, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.ready_at: dict[str, float] = {}
+        self._checks: list[Callable[[], bool]] = []
+        self.listeners: list[Callable[[str, tuple[str, str], Body | None], None]] = []
+        self.apikeys = WatchedCollection(api, api.apikey_path(namespace), self._apikey_changed)
+        self.secrets = WatchedCollection(api, "/api/v1/secrets", self._secret_changed)
+
+    async def start(self) -> None:
+        await self.apikeys.start()
+        await self.secrets.start()
+
+    async def stop(self) -> None:
+        await self.apikeys.stop()
+        await self.secrets.stop()
+
+    def apikey(self, name: str) -> Body | None:
+        return self.apikeys.objects.get((self.namespace, name))
+
+    def secret(self, namespace: str, name: str) -> Body | None:
+        return self.secrets.objects.get((namespace, name))
+
+    def _apikey_changed(self, key: tuple[str, str], body: Body | None) -> None:
+        if body is not None and key[1] not in self.ready_at and is_ready(body):
+            self.ready_at[key[1]] = time.monotonic()
+        for listener in self.listeners:
+            listener("apikey", key, body)
+        self._recheck()
+
+    def _secret_changed(self, key: tuple[str, str], body: Body | None) -> None:
+        for listener in self.listeners:
+            listener("secret", key, body)
+        self._recheck()
+
+    def _recheck(self) -> None:
+        if self._checks:
+            self._checks = [check for check in self._checks if not check()]
+
+    async def until(self, check: Callable[[], bool], within: float, what: str) -> None:
+        """Wait until ``check()`` holds (re-checked on every watch event and every second)."""
+        if check():
+            return
+        done = asyncio.Event()
+
+        def wrapped() -> bool:
+            if check():
+                done.set()
+                return True
+            return False
+
+        self._checks.append(wrapped)
+        deadline = time.monotonic() + within
+        while not done.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 1.0)
+            if not done.is_set() and wrapped():
+                self._checks.remove(wrapped)

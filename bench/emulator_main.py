@@ -1,0 +1,123 @@
+"""The emulated API server in a process of its own, with request counts by client.
+
+Run as ``python -m bench.emulator_main --namespace NS ...``: it prints ``READY <url>`` on
+stdout once it serves and runs until SIGTERM. Besides the Kubernetes API it answers
+``GET /_bench/counts`` with every request counted so far, keyed by who sent it (the
+benchmark driver, kopf's own client, or the operator's API client, told apart by their
+User-Agent), verb, resource, subresource and a tag: ``store`` for Secrets in the operator's
+namespace (the built-in store) and ``reason:<R>`` for Events, so that Events posted through
+kopf on the operator's behalf can be told from kopf's own log Events.
+
+A process of its own keeps the emulator's CPU off the operator's interpreter (and its GIL),
+so the operator's CPU seconds and the wall times are not inflated by the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import contextvars
+import json
+import signal
+import sys
+from typing import Any
+
+import aiohttp.web
+import attrs
+
+from apikey_operator.testing.emulator import ApiServerEmulator, serve
+from apikey_operator.testing.harness import OPERATOR_NAMESPACE, default_crd_dir
+from apikey_operator.testing.kube_traffic import RequestRecord, Traffic
+
+COUNTS_PATH = "/_bench/counts"
+BENCH_AGENT = "apikey-bench"
+
+_actor: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="operator")
+_event_reason: contextvars.ContextVar[str] = contextvars.ContextVar("event_reason", default="")
+
+
+def actor_of(user_agent: str) -> str:
+    """``bench`` (the driver), ``kopf`` (kopf's aiohttp client) or ``operator`` (lightkube)."""
+    if user_agent.startswith(BENCH_AGENT):
+        return "bench"
+    if user_agent.startswith("kopf/"):
+        return "kopf"
+    return "operator"
+
+
+class CountingTraffic(Traffic):
+    """The emulator's request log, plus unbounded counts by (actor, verb, resource, ...)."""
+
+    def __init__(self, operator_namespace: str) -> None:
+        super().__init__(max_records=1000)
+        self.operator_namespace = operator_namespace
+        self.by_actor: collections.Counter[tuple[str, str, str, str, str]] = (
+            collections.Counter())
+
+    def record(self, method: str, path: str, verb: str, *, group: str | None = None,
+               version: str | None = None, resource: str | None = None,
+               subresource: str | None = None, namespace: str | None = None,
+               name: str | None = None) -> RequestRecord:
+        tag = ""
+        if resource == "secrets" and namespace == self.operator_namespace:
+            tag = "store"
+        elif resource == "events" and verb == "create":
+            tag = f"reason:{_event_reason.get()}"
+        with self._lock:
+            self.by_actor[(_actor.get(), verb, resource or "", subresource or "", tag)] += 1
+        return super().record(method, path, verb, group=group, version=version,
+                              resource=resource, subresource=subresource,
+                              namespace=namespace, name=name)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self.by_actor.items())
+        return [{"actor": a, "verb": v, "resource": r, "subresource": s, "tag": t, "count": n}
+                for (a, v, r, s, t), n in items]
+
+
+@attrs.define(kw_only=True)
+class BenchEmulator(ApiServerEmulator):
+    """The project's emulator with the counts endpoint and per-client accounting."""
+
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw.path == COUNTS_PATH:
+            traffic = self.traffic
+            assert isinstance(traffic, CountingTraffic)
+            return aiohttp.web.json_response({"counts": traffic.snapshot(),
+                                              "watches": self.watch_count()})
+        _actor.set(actor_of(raw.headers.get("User-Agent", "")))
+        if raw.method == "POST" and raw.path.endswith("/events"):
+            # aiohttp caches the body, so the emulator reads the same bytes again.
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                body = json.loads(await raw.read())
+                _event_reason.set(str(body.get("reason", "")) if isinstance(body, dict) else "")
+        return await super().__call__(raw)
+
+
+async def _main(namespaces: list[str]) -> None:
+    emulator = BenchEmulator(crd_paths=[str(default_crd_dir())],
+                             traffic=CountingTraffic(OPERATOR_NAMESPACE))
+    for namespace in (OPERATOR_NAMESPACE, *namespaces):
+        emulator.ensure_namespace(namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(emulator) as url:
+        print(f"READY {url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.emulator_main")
+    parser.add_argument("--namespace", action="append", default=[])
+    args = parser.parse_args(argv)
+    asyncio.run(_main(list(args.namespace)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`apikey-operator run` with every store wrapped for counting, as a benchmark child process.
+
+Run as ``python -m bench.operator_main --stats-port-file FILE -- run --config ...``: the
+arguments after ``--`` go to the real ``apikey-operator`` command line unchanged. Before
+kopf starts, the store builder the handlers use is wrapped so that each store reports
+to :data:`bench.instrumented_store.STATS`; a small HTTP server on a free loopback port
+(written to FILE) answers ``GET /stats`` (``?reset_peaks=1`` starts a new peak window).
+The operator itself is not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import pathlib
+import sys
+import threading
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from apikey_operator import cli, handlers
+from apikey_operator.config import Settings, build_stores
+from apikey_operator.stores.base import Store
+from bench.instrumented_store import STATS, InstrumentedStore
+
+
+def _instrument_stores() -> None:
+    """The handlers build their stores at kopf's startup through this name: wrap it."""
+
+    def build_instrumented(settings: Settings) -> dict[str, Store]:
+        return {name: InstrumentedStore(store) for name, store in build_stores(settings).items()}
+
+    handlers.build_stores = build_instrumented  # type: ignore[attr-defined]
+
+
+class _StatsHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path != "/stats":
+            self.send_error(404)
+            return
+        reset = parse_qs(url.query).get("reset_peaks", ["0"])[0] == "1"
+        payload = json.dumps(STATS.snapshot(reset_peaks=reset)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _serve_stats(port_file: pathlib.Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StatsHandler)
+    threading.Thread(target=server.serve_forever, name="bench-stats", daemon=True).start()
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(server.server_address[1]))
+    tmp.replace(port_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.operator_main")
+    parser.add_argument("--stats-port-file", required=True, type=pathlib.Path)
+    parser.add_argument("operator_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    rest = list(args.operator_args)
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    _instrument_stores()
+    _serve_stats(args.stats_port_file)
+    return cli.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""One benchmark run: every size against the baseline and the operator, then the stores."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from apikey_operator.testing.servers import MotoServer, OpenBaoServer
+from bench import scenarios
+from bench.scenarios import environment, key_name
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass(frozen=True)
+class Options:
+    sizes: tuple[int, ...]
+    idle_seconds: float
+    revoke_many: int
+    store_keys: int
+    stores: bool
+    smoke: bool
+
+
+Progress = Callable[[str], None]
+
+
+async def run_size(n: int, opts: Options, workdir: pathlib.Path,
+                   say: Progress) -> dict[str, Any]:
+    """Baseline then operator at N keys; the operator gets every scenario."""
+    result: dict[str, Any] = {}
+    say(f"N={n}: baseline (minimal kopf operator)")
+    async with environment(workdir / f"baseline-{n}", baseline=True) as env:
+        provisioning = await scenarios.provisioning(env, n)
+        say(f"  provisioning {provisioning['all_ready_seconds']}s")
+        memory = scenarios.memory(env, n)
+        idle = await scenarios.idle(env, n, opts.idle_seconds)
+        result["baseline"] = {"provisioning": provisioning, "memory": memory, "idle": idle}
+    say(f"N={n}: apikey-operator")
+    async with environment(workdir / f"operator-{n}", baseline=False) as env:
+        provisioning = await scenarios.provisioning(env, n)
+        say(f"  provisioning {provisioning['all_ready_seconds']}s")
+        memory = scenarios.memory(env, n)
+        idle = await scenarios.idle(env, n, opts.idle_seconds)
+        say(f"  idle {idle['requests_per_key_per_minute']} requests/key/min")
+        storm = await scenarios.rotation_storm(env, n)
+        say(f"  rotation storm {storm['all_rotated_seconds']}s")
+        revoke_one = await scenarios.revoke(env, [key_name(0)], n)
+        many = min(opts.revoke_many, n - 1)
+        revoke_many = await scenarios.revoke(env, [key_name(i) for i in range(1, 1 + many)], n)
+        say(f"  revoke p99 {revoke_many['annotation_to_gone']['p99_s']}s ({many} keys)")
+        memory_end = scenarios.memory(env, n)
+        result["operator"] = {"provisioning": provisioning, "memory": memory, "idle": idle,
+                              "rotation_storm": storm, "revoke_1": revoke_one,
+                              "revoke_many": revoke_many, "memory_end": memory_end}
+    result["ratios"] = ratios(result["operator"], result["baseline"])
+    return result
+
+
+def _ratio(ours: float, floor: float) -> float | None:
+    return round(ours / floor, 2) if floor else None
+
+
+def ratios(ours: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, float | None]:
+    """Our figures divided by the kopf floor's, same N, same run."""
+    po, pf = ours["provisioning"], floor["provisioning"]
+    return {
+        "provisioning_all_ready_seconds": _ratio(po["all_ready_seconds"],
+                                                 pf["all_ready_seconds"]),
+        "apply_to_ready_p50": _ratio(po["apply_to_ready"]["p50_s"], pf["apply_to_ready"]["p50_s"]),
+        "apply_to_ready_p99": _ratio(po["apply_to_ready"]["p99_s"], pf["apply_to_ready"]["p99_s"]),
+        "requests_per_key": _ratio(po["api"]["requests_per_key"], pf["api"]["requests_per_key"]),
+        "writes_per_key": _ratio(po["api"]["writes_per_key"]["all"],
+                                 pf["api"]["writes_per_key"]["all"]),
+        "provisioning_operator_cpu_seconds": _ratio(po["operator_cpu_seconds"],
+                                                    pf["operator_cpu_seconds"]),
+        "rss_mb": _ratio(ours["memory"]["rss_mb"], floor["memory"]["rss_mb"]),
+        "idle_operator_cpu_seconds": _ratio(ours["idle"]["operator_cpu_seconds"],
+                                            floor["idle"]["operator_cpu_seconds"]),
+    }
+
+
+async def run_stores(n: int, workdir: pathlib.Path, say: Progress) -> dict[str, Any]:
+    """Provisioning at N keys against OpenBao (vault store) and moto (aws store)."""
+    results: dict[str, Any] = {}
+    with OpenBaoServer() as bao:
+        token_file = bao.write_token_file(workdir / "bao-token")
+        config = {"vault": {"type": "vault", "address": bao.address, "mount": "secret",
+                            "pathPrefix": "apikeys",
+                            "auth": {"method": "token", "tokenFile": str(token_file)}}}
+        say(f"stores: OpenBao at N={n}")
+        async with environment(workdir / "store-vault", baseline=False, stores=config) as env:
+            results["vault"] = await scenarios.provisioning(env, n, store="vault")
+    with MotoServer() as moto:
+        config = {"aws": {"type": "aws-secrets-manager", "region": "us-east-1",
+                          "namePrefix": "apikeys/", "endpointUrl": moto.endpoint_url}}
+        say(f"stores: moto at N={n}")
+        async with environment(workdir / "store-aws", baseline=False, stores=config,
+                               env=AWS_ENV) as env:
+            results["aws"] = await scenarios.provisioning(env, n, store="aws")
+    return results
+
+
+async def run(opts: Options, workdir: pathlib.Path, say: Progress) -> dict[str, Any]:
+    started = time.monotonic()
+    sizes: dict[str, Any] = {}
+    for n in opts.sizes:
+        sizes[str(n)] = await run_size(n, opts, workdir, say)
+    stores = await run_stores(opts.store_keys, workdir, say) if opts.stores else {}
+    return {"sizes": sizes, "stores": stores,
+            "run_seconds": round(time.monotonic() - started, 1)}
+
+
+def run_sync(opts: Options, workdir: pathlib.Path, say: Progress) -> dict[str, Any]:
+    return asyncio.run(run(opts, workdir, say))

@@ -1,0 +1,372 @@
+"""The benchmark scenarios, each against one emulator + one operator (or baseline) process.
+
+Every scenario returns plain JSON. Request figures come from the emulator's counters
+(before/after snapshots, see :mod:`bench.accounting`), store figures from the operator's
+instrumented stores, CPU and memory from /proc, latencies from the driver's watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import pathlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from apikey_operator.stores.base import parse_time
+from bench import accounting
+from bench.client import POLICIES_URL, Api, Body, Observer, is_ready, key_version
+from bench.procs import Baseline, Child, Emulator, OperatorUnderTest
+
+NAMESPACE = "bench"
+WARMUP_NAMESPACE = "bench-warmup"
+OPERATOR_NAMESPACE = "apikey-operator"
+POLICY = "bench-policy"
+CALM_POLICY = {"rotateEvery": "30d", "gracePeriod": "1h"}
+REVOKE_ANNOTATION = "apikeys.dev/revoke"
+STORE_STATE_ANNOTATION = "apikeys.dev/store-state"
+CREATE_CONCURRENCY = 32
+
+
+def apikey_body(name: str, namespace: str = NAMESPACE, store: str | None = None) -> Body:
+    spec: dict[str, Any] = {"rotationPolicyRef": {"name": POLICY}}
+    if store is not None:
+        spec["store"] = store
+    return {"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def key_name(i: int) -> str:
+    return f"key-{i:05d}"
+
+
+@dataclass
+class Env:
+    """One emulator, one operator-like process and the driver's client and watches."""
+
+    workdir: pathlib.Path
+    emulator: Emulator
+    process: Child
+    api: Api
+    observer: Observer
+    ours: bool
+
+    def counts(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.emulator.counts()["counts"]
+        return rows
+
+    def store_stats(self, reset_peaks: bool = False) -> dict[str, Any]:
+        if isinstance(self.process, OperatorUnderTest):
+            return self.process.store_stats(reset_peaks)
+        return {"calls": []}
+
+
+@contextlib.asynccontextmanager
+async def environment(workdir: pathlib.Path, *, baseline: bool,
+                      stores: Mapping[str, Mapping[str, Any]] | None = None,
+                      env: Mapping[str, str] | None = None) -> AsyncIterator[Env]:
+    """Start the emulator, then the operator (or the baseline), warmed up on one key."""
+    emulator = await asyncio.to_thread(_start_emulator, workdir)
+    process: Child | None = None
+    api = Api(emulator.url, concurrency=CREATE_CONCURRENCY + 4)
+    observer = Observer(api, NAMESPACE)
+    try:
+        await api.create(POLICIES_URL, {"apiVersion": "apikeys.dev/v1alpha1",
+                                        "kind": "RotationPolicy", "metadata": {"name": POLICY},
+                                        "spec": dict(CALM_POLICY)})
+        if baseline:
+            process = Baseline(workdir, emulator.kubeconfig)
+        else:
+            process = OperatorUnderTest(workdir, emulator.kubeconfig, stores or {}, env or {})
+            await asyncio.to_thread(process.wait_stats)
+        await _warm_up(api, process, next(iter(stores or {}), None))
+        await observer.start()
+        yield Env(workdir, emulator, process, api, observer, ours=not baseline)
+    finally:
+        await observer.stop()
+        await api.close()
+        if process is not None:
+            await asyncio.to_thread(process.stop)
+        await asyncio.to_thread(emulator.stop)
+
+
+def _start_emulator(workdir: pathlib.Path) -> Emulator:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Emulator(workdir, [NAMESPACE, WARMUP_NAMESPACE]).wait_ready()
+
+
+async def _warm_up(api: Api, process: Child, store: str | None, within: float = 60.0) -> None:
+    """One key made Ready proves the operator is up and its watches are open."""
+    path = api.apikey_path(WARMUP_NAMESPACE, "warmup")
+    await api.create(api.apikey_path(WARMUP_NAMESPACE),
+                     apikey_body("warmup", WARMUP_NAMESPACE, store))
+    deadline = time.monotonic() + within
+    while not is_ready(await api.get(path)):
+        process.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{process.name} did not make the warm-up key Ready")
+        await asyncio.sleep(0.1)
+
+
+def _busy(rows: list[dict[str, Any]]) -> int:
+    return sum(int(r["count"]) for r in rows
+               if r["actor"] != "bench" and r["verb"] not in ("watch", "discovery", "other"))
+
+
+async def settle(env: Env, quiet: float = 1.5, within: float = 60.0) -> float:
+    """Wait until the operator has sent no request for ``quiet`` seconds; returns the wait."""
+    start = time.monotonic()
+    last = _busy(await asyncio.to_thread(env.counts))
+    last_change = time.monotonic()
+    while time.monotonic() - last_change < quiet:
+        if time.monotonic() - start > within:
+            break
+        await asyncio.sleep(0.25)
+        now = _busy(await asyncio.to_thread(env.counts))
+        if now != last:
+            last, last_change = now, time.monotonic()
+    return round(time.monotonic() - start, 2)
+
+
+@dataclass
+class Window:
+    """Counters at the start of a measured window."""
+
+    counts: list[dict[str, Any]]
+    stores: dict[str, Any]
+    cpu: float
+    emulator_cpu: float
+    started: float
+
+    @classmethod
+    async def open(cls, env: Env, reset_peaks: bool = False) -> Window:
+        counts = await asyncio.to_thread(env.counts)
+        stores = await asyncio.to_thread(env.store_stats, reset_peaks)
+        return cls(counts, stores, env.process.usage().cpu_seconds,
+                   env.emulator.usage().cpu_seconds, time.monotonic())
+
+    async def close(self, env: Env, keys: int) -> dict[str, Any]:
+        """Request, store and CPU figures since :meth:`open`, per key where it says so."""
+        counts = await asyncio.to_thread(env.counts)
+        stores = await asyncio.to_thread(env.store_stats)
+        usage = env.process.usage()
+        result: dict[str, Any] = {
+            "seconds": round(time.monotonic() - self.started, 3),
+            "api": accounting.summarize(accounting.diff_counts(self.counts, counts), keys),
+            "operator_cpu_seconds": round(usage.cpu_seconds - self.cpu, 3),
+            "emulator_cpu_seconds": round(env.emulator.usage().cpu_seconds - self.emulator_cpu,
+                                          3),
+        }
+        if env.ours:
+            delta = accounting.store_delta(self.stores, stores)
+            result["store"] = accounting.store_figures(delta, keys)
+            result["store"]["peak_concurrent_calls"] = stores["peak_in_flight"]
+            result["store"]["peak_calls_started_per_100ms"] = stores["peak_starts_per_100ms"]
+        return result
+
+
+async def provisioning(env: Env, n: int, store: str | None = None) -> dict[str, Any]:
+    """N ApiKeys created at once (32 requests in flight): time to all Ready, per-key costs."""
+    window = await Window.open(env, reset_peaks=True)
+    sent: dict[str, float] = {}
+    slots = asyncio.Semaphore(CREATE_CONCURRENCY)
+    path = env.api.apikey_path(NAMESPACE)
+
+    async def create(name: str) -> None:
+        async with slots:
+            sent[name] = time.monotonic()
+            await env.api.create(path, apikey_body(name, store=store))
+
+    start = time.monotonic()
+    names = [key_name(i) for i in range(n)]
+    await asyncio.gather(*(create(name) for name in names))
+    applied = time.monotonic() - start
+    ready_at = env.observer.ready_at
+    await env.observer.until(lambda: len(ready_at) >= n, 120 + n * 0.5,
+                             f"{n} ApiKeys to be Ready")
+    total = max(ready_at[name] for name in names) - start
+    latencies = [ready_at[name] - sent[name] for name in names]
+    await settle(env)
+    figures = await window.close(env, n)
+    usage = env.process.usage()
+    return {
+        "keys": n,
+        "all_ready_seconds": round(total, 3),
+        "create_requests_seconds": round(applied, 3),
+        "keys_per_second": round(n / total, 1) if total else 0.0,
+        "apply_to_ready": accounting.latency_summary(latencies),
+        **figures,
+        "rss_mb_after": round(usage.rss_mb, 1),
+    }
+
+
+async def idle(env: Env, n: int, seconds: float) -> dict[str, Any]:
+    """N Ready keys left alone: requests and store calls per key per minute, CPU seconds."""
+    await settle(env)
+    window = await Window.open(env)
+    await asyncio.sleep(seconds)
+    figures = await window.close(env, n)
+    minutes = figures["seconds"] / 60
+    api = figures["api"]
+    result = {
+        "keys": n,
+        "seconds": figures["seconds"],
+        "requests_per_key_per_minute": round(api["requests"] / n / minutes, 4),
+        "watch_requests": api["watch_requests"],
+        "operator_cpu_seconds": figures["operator_cpu_seconds"],
+        "operator_cpu_percent": round(100 * figures["operator_cpu_seconds"]
+                                      / figures["seconds"], 2),
+        "api": api,
+    }
+    if "store" in figures:
+        calls = figures["store"]["calls_per_key"] * n
+        result["store_calls_per_key_per_minute"] = round(calls / n / minutes, 4)
+    return result
+
+
+def memory(env: Env, n: int) -> dict[str, Any]:
+    usage = env.process.usage()
+    return {"keys": n, "rss_mb": round(usage.rss_mb, 1), "peak_rss_mb": round(usage.peak_rss_mb, 1),
+            "emulator_rss_mb": round(env.emulator.usage().rss_mb, 1)}
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+class RevokeTracker:
+    """Per revoked key: done once the old key is neither in its Secret nor valid in the store."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.pending: dict[str, tuple[int, str, float]] = {}
+        self.done: dict[str, float] = {}
+
+    def begin(self, name: str) -> None:
+        body = self.env.observer.apikey(name) or {}
+        secret = self.env.observer.secret(NAMESPACE, name) or {}
+        old_value = (secret.get("data") or {}).get("api-key")
+        self.pending[name] = (key_version(body), _digest(old_value), time.monotonic())
+
+    def __call__(self, kind: str, key: tuple[str, str], _body: Body | None) -> None:
+        namespace, name = key
+        if kind == "secret" and namespace == OPERATOR_NAMESPACE:
+            prefix = f"ak.{NAMESPACE}."
+            name = name[len(prefix):] if name.startswith(prefix) else ""
+        if name in self.pending and self._gone(name):
+            self.done[name] = time.monotonic() - self.pending.pop(name)[2]
+
+    def _gone(self, name: str) -> bool:
+        version, old_digest, _ = self.pending[name]
+        secret = self.env.observer.secret(NAMESPACE, name) or {}
+        if any(_digest(v) == old_digest for v in (secret.get("data") or {}).values()):
+            return False
+        store = self.env.observer.secret(OPERATOR_NAMESPACE, f"ak.{NAMESPACE}.{name}") or {}
+        raw = ((store.get("metadata") or {}).get("annotations") or {}).get(
+            STORE_STATE_ANNOTATION, "{}")
+        book = json.loads(raw)
+        return version not in {book.get(p) for p in ("current", "previous", "pending")}
+
+
+async def revoke(env: Env, names: list[str], n: int) -> dict[str, Any]:
+    """The revoke annotation on ``names`` at once: annotation -> old key gone everywhere."""
+    await settle(env)
+    tracker = RevokeTracker(env)
+    env.observer.listeners.append(tracker)
+    window = await Window.open(env, reset_peaks=True)
+    token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+
+    async def annotate(name: str) -> None:
+        tracker.begin(name)
+        await env.api.patch(env.api.apikey_path(NAMESPACE, name),
+                            {"metadata": {"annotations": {REVOKE_ANNOTATION: token}}})
+
+    try:
+        await asyncio.gather(*(annotate(name) for name in names))
+        await env.observer.until(lambda: not tracker.pending, 60 + len(names),
+                                 f"{len(names)} revokes")
+    finally:
+        env.observer.listeners.remove(tracker)
+    figures = await window.close(env, len(names))
+    return {"keys_present": n, "revoked": len(names),
+            "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
+            "api": figures["api"], "store": figures.get("store", {})}
+
+
+def _created_at(body: Body) -> datetime:
+    created = ((body.get("status") or {}).get("currentKey") or {}).get("createdAt")
+    return parse_time(str(created))
+
+
+async def _set_policy(env: Env, spec: Mapping[str, str]) -> None:
+    await env.api.patch(f"{POLICIES_URL}/{POLICY}", {"spec": dict(spec)})
+
+
+async def rotation_storm(env: Env, n: int, grace_seconds: int = 5) -> dict[str, Any]:
+    """Every key due at one instant: the policy's rotateEvery drops below every key's age.
+
+    rotateEvery is chosen so that all keys are due now and none is due again before the
+    storm is over (it is at least the age of the youngest key, and at least 10 s).
+    """
+    await settle(env)
+    names = [key_name(i) for i in range(n)]
+    bodies = {name: env.observer.apikey(name) or {} for name in names}
+    youngest = max(_created_at(b) for b in bodies.values())
+    age = (datetime.now(UTC) - youngest).total_seconds()
+    if age < 10:
+        await asyncio.sleep(10 - age)
+        age = 10
+    every = max(10, math.floor(age))
+    before = {name: key_version(b) for name, b in bodies.items()}
+    rotated: dict[str, float] = {}
+
+    def track(kind: str, key: tuple[str, str], body: Body | None) -> None:
+        name = key[1]
+        if kind == "apikey" and body is not None and name in before and name not in rotated \
+                and key_version(body) > before[name]:
+            rotated[name] = time.monotonic()
+
+    env.observer.listeners.append(track)
+    window = await Window.open(env, reset_peaks=True)
+    start = time.monotonic()
+    try:
+        await _set_policy(env, {"rotateEvery": f"{every}s", "gracePeriod": f"{grace_seconds}s"})
+        await env.observer.until(lambda: len(rotated) >= n, 120 + n * 0.5,
+                                 f"{n} keys to rotate")
+    finally:
+        env.observer.listeners.remove(track)
+    all_rotated = max(rotated.values()) - start
+    figures = await window.close(env, n)
+    await _set_policy(env, CALM_POLICY)
+    await _wait_graces_ended(env, names, 120 + n * 0.2)
+    return {
+        "keys": n,
+        "rotate_every_seconds": every,
+        "grace_seconds": grace_seconds,
+        "all_rotated_seconds": round(all_rotated, 3),
+        "due_to_rotated": accounting.latency_summary(t - start for t in rotated.values()),
+        **figures,
+    }
+
+
+async def _wait_graces_ended(env: Env, names: list[str], within: float) -> None:
+    """Wait until no key has a previous key left (the storm's grace periods ended)."""
+    holding = {name for name in names
+               if ((env.observer.apikey(name) or {}).get("status") or {}).get("previousKey")}
+
+    def track(kind: str, key: tuple[str, str], body: Body | None) -> None:
+        if kind == "apikey" and body is not None and key[1] in holding \
+                and not (body.get("status") or {}).get("previousKey"):
+            holding.discard(key[1])
+
+    env.observer.listeners.append(track)
+    try:
+        await env.observer.until(lambda: not holding, within, "the grace periods to end")
+    finally:
+        env.observer.listeners.remove(track)
