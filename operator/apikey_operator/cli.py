@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--standalone", action="store_true",
                      help="no peering: do not coordinate with other replicas")
     run.add_argument("--peering-name", default="apikey-operator")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering priority; default: random, so that exactly one replica "
+                          "is active (kopf pauses every replica when priorities tie)")
     run.add_argument("--metrics-port", type=int, default=None)
     run.add_argument("--health-port", type=int, default=None,
                      help="serve kopf's liveness endpoint on /healthz")
@@ -109,7 +113,11 @@ def _run(args: argparse.Namespace) -> int:
         metrics.serve(settings.metrics_port)
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
+    priority = args.priority
+    if priority is None and not settings.standalone:
+        priority = secrets.randbelow(1_000_000) + 1
     kopf.run(
+        priority=priority,
         standalone=settings.standalone,
         peering_name=None if settings.standalone else args.peering_name,
         namespaces=list(settings.namespaces),

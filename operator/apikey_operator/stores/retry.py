@@ -265,6 +265,11 @@ class _DropDebug(logging.Filter):
 _DROP_DEBUG = _DropDebug()
 
 
+# SDK namespaces kept at INFO whatever the root level: several of their DEBUG loggers
+# print request parameters (a SecretString is a key), and new ones appear across releases.
+SDK_NAMESPACES = ("botocore", "boto3", "s3transfer", "hvac", "urllib3")
+
+
 def silence_sdk_body_logging(names: tuple[str, ...] = BODY_LOGGERS) -> None:
     """Drop the DEBUG records of SDK loggers that print request/response bodies, so
     turning on DEBUG logging can never write a key to a log. Idempotent."""
@@ -272,3 +277,7 @@ def silence_sdk_body_logging(names: tuple[str, ...] = BODY_LOGGERS) -> None:
         logger = logging.getLogger(name)
         if _DROP_DEBUG not in logger.filters:
             logger.addFilter(_DROP_DEBUG)
+    for namespace in SDK_NAMESPACES:
+        sdk_logger = logging.getLogger(namespace)
+        if sdk_logger.getEffectiveLevel() < logging.INFO or sdk_logger.level == logging.NOTSET:
+            sdk_logger.setLevel(logging.INFO)
