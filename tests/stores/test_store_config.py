@@ -145,6 +145,11 @@ def test_a_minimal_aws_block_gets_the_documented_defaults() -> None:
     assert config.timeout == 10 and config.max_concurrency == 8
 
 
+@pytest.mark.parametrize("region", ["eu-west-1", "us-gov-west-1", "cn-north-1", "eusc-de-east-1"])
+def test_every_region_shape_is_accepted(region: str) -> None:
+    assert parse_aws("aws", {"type": "aws-secrets-manager", "region": region}).region == region
+
+
 def test_null_optional_aws_fields_count_as_absent() -> None:
     config = parse_aws("aws", {"type": "aws-secrets-manager", "region": "us-gov-west-1",
                                "endpointUrl": None, "kmsKeyId": None})

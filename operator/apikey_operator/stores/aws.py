@@ -86,7 +86,7 @@ _TAG_SAFE = re.compile(r"^[\w .:/=+\-@]*$")
 _ENCODED = "b64:"
 _VERSION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://apikeys.dev/aws-secrets-manager/version")
 
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d{1,2}$")
 _NAME_PREFIX = re.compile(r"^[A-Za-z0-9/_+=.@-]*$")
 _ENDPOINT = re.compile(r"^https?://[^/\s]+/?$")
 
@@ -433,7 +433,7 @@ class AwsSecretsManagerStore:
 
     def _sm(self) -> SecretsManagerClient:
         """The shared client (boto3 clients are thread-safe; sessions are not)."""
-        with self._client_lock:
+        with self._client_lock, _session_lock:
             if self._client is None:
                 config = botocore.config.Config(
                     connect_timeout=self.config.timeout,
@@ -441,7 +441,7 @@ class AwsSecretsManagerStore:
                     retries={"mode": "standard", "total_max_attempts": 2},
                     max_pool_connections=self.config.max_concurrency,
                 )
-                self._client = boto3.session.Session().client(
+                self._client = _shared_session().client(
                     "secretsmanager",
                     region_name=self.config.region,
                     endpoint_url=self.config.endpoint_url,
@@ -540,6 +540,20 @@ class AwsSecretsManagerStore:
                 return None
             raise
         return _parse_version(response.get("SecretString"), vid)
+
+
+_session_lock = threading.Lock()
+_session: boto3.session.Session | None = None
+
+
+def _shared_session() -> boto3.session.Session:
+    """One boto3 session for every store: it caches service models and credentials (a
+    client from a fresh session costs ~0.3 s). Sessions are not thread-safe, so clients
+    are only ever created under `_session_lock`."""
+    global _session
+    if _session is None:
+        _session = boto3.session.Session()
+    return _session
 
 
 def _parse_version(text: str | None, vid: str) -> VersionDocument:

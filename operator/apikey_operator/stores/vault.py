@@ -69,7 +69,8 @@ MIN_USEFUL_LEASE = 10.0
 
 # Segments start with a letter, digit or underscore: no '', '.' or '..' segment can pass.
 _PATH = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*(/[A-Za-z0-9_][-A-Za-z0-9_.]*)*$")
-_ADDRESS = re.compile(r"^https?://[^/\s]+/?$")
+# A path is allowed: Vault is sometimes served below a reverse proxy's prefix.
+_ADDRESS = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 _AUTH_METHODS = ("token", "kubernetes", "approle")
 
 
@@ -102,7 +103,8 @@ class VaultConfig:
 def parse_config(store_name: str, raw: Mapping[str, Any]) -> VaultConfig:
     """Validate a config block; raises StoreConfigError naming every bad field."""
     reader = ConfigReader(store_name, raw)
-    address = reader.string("address", hint="expected http(s)://host[:port]", pattern=_ADDRESS)
+    address = reader.string("address", hint="expected http(s)://host[:port][/path]",
+                            pattern=_ADDRESS)
     mount = reader.string("mount", "secret", pattern=_PATH, hint="expected a/b segments")
     prefix = reader.string("pathPrefix", "apikeys", pattern=_PATH, hint="expected a/b segments")
     timeout = reader.number("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS, minimum=0.1, maximum=300)

@@ -174,6 +174,7 @@ class AwsBackend(_BackendBase):
         super().__init__(proxy)
         self.server = server
         self.name_prefix = f"apikeys/{unique_prefix()}/"
+        self._client: Any = None
 
     def base_config(self) -> dict[str, Any]:
         return {
@@ -188,6 +189,11 @@ class AwsBackend(_BackendBase):
 
     def client(self) -> Any:
         """A boto3 Secrets Manager client straight to moto (not through the proxy)."""
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def _new_client(self) -> Any:
         import boto3
 
         return boto3.client(
