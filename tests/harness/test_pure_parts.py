@@ -190,3 +190,11 @@ def test_tables_have_name_and_printer_columns() -> None:
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Mode"]
     assert table["rows"][0]["cells"] == ["t", "a"]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_unknown_fields_are_reported_with_their_paths() -> None:
+    obj = {"apiVersion": "v", "kind": "K", "metadata": {"anything": 1}, "top": 1,
+           "spec": {"mode": "a", "typo": 1, "items": [{"k": "x", "w": 2}],
+                    "free": {"kept": 1}, "labels": {"ok": "1"}}}
+    assert kube_schema.unknown_fields(SCHEMA, obj, root=True) == [
+        "top", "spec.typo", "spec.items[0].w"]
