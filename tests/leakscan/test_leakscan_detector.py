@@ -31,30 +31,29 @@ def test_a_generated_key_is_a_key(key_format: keys.KeyFormat) -> None:
         assert is_key(keys.generate(key_format))
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{key}",
-        'API_KEY = "{key}"',
-        "export TOKEN={key}\n",
-        "Authorization: Bearer {key}",
-        "https://api.example/v1?key={key}&x=1",
-        "glued to a name: API_KEY_{key}",
-        "glued to a suffix: {key}_old",
-        "glued to a suffix with a dash: {key}-backup",
-        '{{"apiKey": "{key}"}}',
-    ],
+TEMPLATES = (
+    "{key}",
+    'API_KEY = "{key}"',
+    "export TOKEN={key}\n",
+    "Authorization: Bearer {key}",
+    "https://api.example/v1?key={key}&x=1",
+    "glued to a name: API_KEY_{key}",
+    "glued to a suffix: {key}_old",
+    "glued to a suffix with a dash: {key}-backup",
+    '{{"apiKey": "{key}"}}',
 )
-def test_a_key_in_text_is_found_at_its_exact_position(
-    key_format: keys.KeyFormat, template: str
-) -> None:
-    key = keys.generate(key_format)
-    text = template.format(key=key)
-    found = list(find_keys(text))
-    assert [(f.start, f.end, f.key) for f in found] == [
-        (text.index(key), text.index(key) + len(key), key)
-    ]
-    assert found[0].fingerprint == keys.fingerprint(key)
+
+
+def test_a_key_in_text_is_found_at_its_exact_position(key_format: keys.KeyFormat) -> None:
+    for template in TEMPLATES:
+        key = keys.generate(key_format)
+        text = template.format(key=key)
+        found = list(find_keys(text))
+        start = text.index(key)
+        assert [(f.start, f.end, f.key, f.encoded) for f in found] == [
+            (start, start + len(key), key, False)
+        ], template
+        assert found[0].fingerprint == keys.fingerprint(key)
 
 
 def test_several_keys_on_one_line_are_all_found() -> None:

@@ -7,9 +7,13 @@ import base64
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import kopf
 import pytest
@@ -294,3 +298,53 @@ def test_the_filter_keeps_every_record() -> None:
     assert RedactingFilter().filter(record) is True
     assert record.args is None
     assert str(record.msg).startswith("k <redacted sha256:")
+
+
+KOPF_PROBE = """
+import sys
+import kopf
+from apikey_operator.logging import configure_logging
+
+KEY = sys.argv[1]
+
+@kopf.on.login()
+def no_credentials(**_):
+    return None  # no cluster: kopf gives up after its startup activities
+
+@kopf.on.startup()
+async def startup(logger, **_):
+    logger.info("startup generated %s", KEY)
+    raise kopf.PermanentError(f"failing with {KEY}")
+
+configure_logging("json")
+kopf.run(standalone=True, clusterwide=True)
+"""
+
+
+def test_kopf_run_logs_json_lines_through_the_redacting_filter(tmp_path: Path) -> None:
+    """kopf.run does not reconfigure logging: its own records come out as redacted JSON."""
+    key = _key()
+    probe = tmp_path / "probe.py"
+    probe.write_text(KOPF_PROBE, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(probe), key],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+    )
+    assert result.returncode != 0
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    messages = [str(line["message"]) for line in lines]
+    assert f"startup generated {_masked(key)}" in messages
+    # kopf reports the failed activity with the exception's message: masked as well.
+    assert any(
+        f"failing with {_masked(key)}" in str(line["message"]) + str(line.get("exc_info", ""))
+        for line in lines
+    )
+    assert any(line["logger"].startswith("kopf.") for line in lines)
+    for line in lines:
+        assert {"timestamp", "level", "logger", "message"} <= set(line)
+    logged = "\n".join(json.dumps(line) for line in lines)
+    assert key not in logged
