@@ -454,3 +454,29 @@ async def test_no_key_reaches_a_log_or_an_error_even_at_debug(
     text = caplog.text + "\n".join(messages) + repr(await store.read(ref))
     for key in (first.key, second.key):
         assert key not in text
+
+
+@pytest.mark.parametrize("kind", ["sealed", "throttled", "5xx"])
+async def test_a_store_answering_try_later_is_unavailable_then_recovers(
+    backend: StoreBackend, kind: str
+) -> None:
+    answer = getattr(backend, "unavailable_answers", {}).get(kind)
+    if backend.proxy is None or answer is None:
+        pytest.skip(f"{backend.name} cannot be made to answer {kind!r} here")
+    store, ref = backend.make_store(), new_ref()
+    current = await provision(store, ref)
+    pending = await store.write_pending(ref, new_doc(2))
+    before = backend.snapshot(ref)
+
+    with backend.proxy.answering(answer):
+        for step in (store.read(ref), store.promote(ref, pending.version, GRACE_END)):
+            with pytest.raises(StoreUnavailable) as caught:
+                await step
+            if kind == "throttled":
+                assert caught.value.retry_after
+    assert backend.proxy.answered >= 2
+
+    assert backend.snapshot(ref) == before
+    await store.promote(ref, pending.version, GRACE_END)
+    state = await store.read(ref)
+    assert (state.current, state.previous) == (pending, current)

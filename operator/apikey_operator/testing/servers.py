@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http
 import http.server
 import json
 import os
@@ -46,6 +47,11 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 __all__ = [
+    "AWS_INTERNAL_ERROR",
+    "AWS_THROTTLED",
+    "VAULT_INTERNAL_ERROR",
+    "VAULT_RATE_LIMITED",
+    "VAULT_SEALED",
     "FakeTokenReviewer",
     "MotoServer",
     "OpenBaoServer",
@@ -53,6 +59,7 @@ __all__ = [
     "TcpProxy",
     "find_binary",
     "free_port",
+    "http_response",
     "service_account_jwt",
 ]
 
@@ -626,7 +633,39 @@ class MotoServer:
         return status == 200
 
 
-ProxyMode = Literal["forward", "refuse", "hang"]
+ProxyMode = Literal["forward", "refuse", "hang", "respond"]
+
+
+def http_response(
+    status: int,
+    body: Any = None,
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A complete HTTP/1.1 response (the connection is closed after it)."""
+    payload = b"" if body is None else (
+        body.encode() if isinstance(body, str) else json.dumps(body).encode())
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+             f"Content-Type: {content_type}", f"Content-Length: {len(payload)}",
+             "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+# Canned answers for `TcpProxy.answering`.
+VAULT_SEALED = http_response(503, {"errors": ["Vault is sealed"]})
+VAULT_RATE_LIMITED = http_response(429, {"errors": ["request rate limit exceeded"]})
+VAULT_INTERNAL_ERROR = http_response(500, {"errors": ["internal error"]})
+AWS_THROTTLED = http_response(
+    400, {"__type": "ThrottlingException", "message": "Rate exceeded"},
+    content_type="application/x-amz-json-1.1",
+    headers={"x-amzn-ErrorType": "ThrottlingException"},
+)
+AWS_INTERNAL_ERROR = http_response(
+    500, {"__type": "InternalServiceError", "message": "internal error"},
+    content_type="application/x-amz-json-1.1",
+)
 
 
 class TcpProxy:
@@ -636,7 +675,9 @@ class TcpProxy:
     * ``refuse``: connections are refused (the listening socket is closed) and open
       ones are cut, like a server that went away;
     * ``hang``: connections are accepted but nothing is forwarded or answered, like
-      a server that stopped responding.
+      a server that stopped responding;
+    * ``respond``: every request gets the same canned HTTP response (see `answering`):
+      a sealed Vault (503), throttling (429, AWS ThrottlingException), 5xx.
 
     The server behind keeps its data through any outage simulated here.
     """
@@ -646,6 +687,8 @@ class TcpProxy:
         self.port = port or free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self._mode: ProxyMode = "forward"
+        self._response = b""
+        self.answered = 0
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -659,11 +702,13 @@ class TcpProxy:
         self._listen()
         return self
 
-    def set_mode(self, mode: ProxyMode) -> None:
-        """Switch behaviour; leaving ``forward`` cuts every open connection."""
+    def set_mode(self, mode: ProxyMode, response: bytes = b"") -> None:
+        """Switch behaviour, cutting every open connection; ``respond`` needs `response`."""
+        if mode == "respond" and not response:
+            raise ValueError("mode 'respond' needs the response to send")
         with self._lock:
-            self._mode = mode
-        if mode != "forward":
+            previous, self._mode, self._response = self._mode, mode, response
+        if mode != "forward" or previous != "forward":
             self._cut_connections()
         if mode == "refuse":
             self._close_listener()
@@ -674,6 +719,16 @@ class TcpProxy:
     def outage(self, mode: ProxyMode = "refuse") -> Iterator[None]:
         """`mode` for the duration of the block, then ``forward`` again."""
         self.set_mode(mode)
+        try:
+            yield
+        finally:
+            self.set_mode("forward")
+
+    @contextlib.contextmanager
+    def answering(self, response: bytes) -> Iterator[None]:
+        """Every request gets `response` (e.g. `VAULT_SEALED`, `AWS_THROTTLED`) for the
+        duration of the block; `answered` counts them."""
+        self.set_mode("respond", response)
         try:
             yield
         finally:
@@ -729,6 +784,10 @@ class TcpProxy:
             except OSError:
                 return
             self._track(client)
+            if self._mode == "respond":
+                threading.Thread(target=self._answer, args=(client, self._response),
+                                 daemon=True).start()
+                continue
             if self._mode != "forward":
                 continue  # hang: hold the connection open, answer nothing
             try:
@@ -740,6 +799,36 @@ class TcpProxy:
             self._track(upstream)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _answer(self, client: socket.socket, response: bytes) -> None:
+        """Read one request (headers and body) and send the canned response."""
+        try:
+            client.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            remaining = int(match.group(1)) - len(body) if match else 0
+            while remaining > 0:
+                chunk = client.recv(min(remaining, 65536))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+            client.sendall(response)
+            with self._lock:
+                self.answered += 1
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._sockets.discard(client)
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:

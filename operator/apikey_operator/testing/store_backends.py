@@ -17,7 +17,16 @@ from typing import Any, Protocol
 
 from apikey_operator.stores import Store, factory_for
 from apikey_operator.stores.base import KeyRef
-from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
+from apikey_operator.testing.servers import (
+    AWS_INTERNAL_ERROR,
+    AWS_THROTTLED,
+    VAULT_INTERNAL_ERROR,
+    VAULT_RATE_LIMITED,
+    VAULT_SEALED,
+    MotoServer,
+    OpenBaoServer,
+    TcpProxy,
+)
 
 OPERATOR_NAMESPACE = "apikey-operator"
 TEST_TIMEOUT_SECONDS = 2.0
@@ -31,6 +40,9 @@ class StoreBackend(Protocol):
     name: str
     # Cut or hang the path between stores and their server (None: no outage simulation).
     proxy: TcpProxy | None
+    # Canned server answers that mean "try later", by kind ("sealed", "throttled", "5xx"),
+    # for `proxy.answering(...)`; kinds a backend cannot produce are absent.
+    unavailable_answers: Mapping[str, bytes]
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """The store's config block (with `type`), `overrides` merged in."""
@@ -56,6 +68,7 @@ class StoreBackend(Protocol):
 class _BackendBase:
     name = ""
     store_type = ""
+    unavailable_answers: Mapping[str, bytes] = {}
 
     def __init__(self, proxy: TcpProxy | None) -> None:
         self.proxy = proxy
@@ -99,6 +112,9 @@ class VaultBackend(_BackendBase):
 
     name = "vault"
     store_type = "vault"
+    unavailable_answers: Mapping[str, bytes] = {
+        "sealed": VAULT_SEALED, "throttled": VAULT_RATE_LIMITED, "5xx": VAULT_INTERNAL_ERROR,
+    }
 
     def __init__(self, server: OpenBaoServer, token_file: Path, proxy: TcpProxy | None) -> None:
         super().__init__(proxy)
@@ -169,6 +185,9 @@ class AwsBackend(_BackendBase):
 
     name = "aws"
     store_type = "aws-secrets-manager"
+    unavailable_answers: Mapping[str, bytes] = {
+        "throttled": AWS_THROTTLED, "5xx": AWS_INTERNAL_ERROR,
+    }
 
     def __init__(self, server: MotoServer, proxy: TcpProxy | None) -> None:
         super().__init__(proxy)
