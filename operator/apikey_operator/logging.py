@@ -107,7 +107,7 @@ def _redact_value(value: Any) -> Any:
         return redact(value)
     if isinstance(value, dict):
         return {key: _redact_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):  # not subclasses: a namedtuple takes other arguments
         return type(value)(_redact_value(item) for item in value)
     return value
 
