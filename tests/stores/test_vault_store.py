@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -354,3 +355,24 @@ async def test_a_refused_kubernetes_login_is_a_clear_error(
     with pytest.raises(StoreError, match=r"kubernetes \(role 'apikey-operator'\) login") as caught:
         await store.read(new_ref())
     assert not isinstance(caught.value, StoreUnavailable)
+
+
+async def test_a_vault_namespace_keeps_entries_inside_it(
+    store_backend_vault: VaultBackend, openbao_server: OpenBaoServer
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    openbao_server.create_namespace(team)
+    backend = store_backend_vault
+    store, ref = backend.make_store(namespace=team), new_ref()
+
+    written = await store.write_pending(ref, new_doc(1))
+    await store.promote(ref, written.version, GRACE_END)
+
+    inside = hvac.Client(url=openbao_server.address, token=openbao_server.token,
+                         namespace=team)
+    data = inside.secrets.kv.v2.read_secret_version(
+        path=backend.path(ref), mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
+    assert data["key"] == written.key
+    assert backend.snapshot(ref) is None  # nothing in the root namespace
+    assert (await backend.make_store().read(ref)).exists is False

@@ -94,12 +94,15 @@ def _http(
     token: str | None = None,
     timeout: float = 5.0,
     context: ssl.SSLContext | None = None,
+    namespace: str | None = None,
 ) -> tuple[int, Any]:
     """(status, parsed JSON or None) for one request; never raises on HTTP error statuses."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback only)
     if token:
         request.add_header("X-Vault-Token", token)
+    if namespace:
+        request.add_header("X-Vault-Namespace", namespace)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
@@ -289,10 +292,28 @@ class OpenBaoServer:
 
     # -- helpers for tests ------------------------------------------------------------
 
-    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One request to /v1/<path> with the root token: (status, JSON body or None)."""
+    def api(
+        self, method: str, path: str, body: Any = None, *, namespace: str | None = None
+    ) -> tuple[int, Any]:
+        """One request to /v1/<path> with the root token (in a namespace, if given):
+        (status, JSON body or None)."""
         return _http(method, f"{self.address}/v1/{path}", body, token=self.token,
-                     context=self._ssl())
+                     context=self._ssl(), namespace=namespace)
+
+    def create_namespace(self, name: str, kv_mount: str = "secret") -> None:
+        """A namespace (as in Vault Enterprise) with KV v2 mounted at `kv_mount` in it."""
+        self._ok(self.api("POST", f"sys/namespaces/{name}", {}), "namespace")
+        self._ok(
+            self.api("POST", f"sys/mounts/{kv_mount}",
+                     {"type": "kv", "options": {"version": "2"}}, namespace=name),
+            "KV v2 mount",
+        )
+        _wait(
+            "OpenBao KV v2",
+            lambda: self.api("GET", f"{kv_mount}/metadata/launcher-probe",
+                             namespace=name)[0] == 404,
+            self._process, self.startup_timeout,
+        )
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self.ca_file is None or not os.path.exists(self.ca_file):
