@@ -24,3 +24,8 @@ def key_formats() -> list[keys.KeyFormat]:
 def key_format(request: pytest.FixtureRequest) -> keys.KeyFormat:
     fmt: keys.KeyFormat = request.param
     return fmt
+
+
+@pytest.fixture
+def all_key_formats() -> list[keys.KeyFormat]:
+    return key_formats()

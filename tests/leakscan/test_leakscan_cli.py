@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,24 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert usage.returncode == 2
     assert usage.stderr.startswith("python -m apikey_operator.leakscan: error:")
+
+
+def test_keys_of_every_format_in_a_tree_are_found_at_their_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_key_formats: list[keys.KeyFormat]
+) -> None:
+    rng = random.Random(6)
+    expected = set()
+    for number, fmt in enumerate(all_key_formats):
+        folder = tmp_path / f"pkg{number % 7}"
+        folder.mkdir(exist_ok=True)
+        lines = [f"line {i} of ordinary text = {i * 31}" for i in range(rng.randint(1, 40))]
+        index = rng.randrange(len(lines) + 1)
+        key = keys.generate(fmt)
+        lines.insert(index, rng.choice(["TOKEN={}", "key: '{}'", '"{}",', "Bearer {}"]).format(key))
+        path = folder / f"f{number}.cfg"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        expected.add(f"{path}:{index + 1}: apikey leak ({keys.fingerprint(key)})")
+    status, out, _ = _run(capsys, str(tmp_path))
+    assert status == 1
+    assert set(out.splitlines()) == expected
+    assert len(out.splitlines()) == len(expected)
