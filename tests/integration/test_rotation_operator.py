@@ -216,3 +216,28 @@ def test_a_key_format_change_rotates_gracefully(cluster: LocalCluster) -> None:
     data = cluster.secret_data("payments", "billing")
     assert keys.matches_format(data["api-key"], keys.KeyFormat(16, "hex"))
     assert data["api-key-previous"] == old
+
+
+def test_due_work_missed_while_the_operator_was_down_is_done_at_once(
+    cluster: LocalCluster
+) -> None:
+    cluster.apply(policy("fast", rotateEvery="10s", gracePeriod="3s"))
+    cluster.apply(apikey("billing", rotationPolicyRef={"name": "fast"}))
+    cluster.wait_ready("payments", "billing")
+    first = current(cluster)
+    cluster.stop_operator_thread()
+    time.sleep(11)  # the rotation falls due while nobody is watching
+    assert current(cluster) == first
+    cluster.start_operator_thread()
+    cluster.wait_for(lambda: current(cluster) != first, timeout=5,
+                     what="the overdue rotation right after the restart")
+    rotated = cluster.apikey("payments", "billing")["status"]  # type: ignore[index]
+    assert rotated["currentKey"]["version"] == 2
+    # And a grace that ends while the operator is down is expired right after it returns.
+    cluster.stop_operator_thread()
+    time.sleep(4)
+    assert "api-key-previous" in cluster.secret_data("payments", "billing")
+    cluster.start_operator_thread()
+    cluster.wait_for(lambda: "api-key-previous" not in cluster.secret_data("payments",
+                                                                           "billing"),
+                     timeout=5, what="the overdue grace expiry right after the restart")
