@@ -231,3 +231,39 @@ def test_kubectl_imperative_creates_send_protobuf_we_decode(kubectl: KubectlFn,
     refused = kubectl("create", "deployment", "web", "--image=nginx", check=False)
     assert refused.returncode != 0
     assert "kubectl apply" in refused.stderr
+
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: app
+          image: app:1
+          ports: [{containerPort: 8080}]
+          env: [{name: A, value: "1"}, {name: B, value: "2"}]
+"""
+
+
+def test_kubectl_apply_updates_builtins_with_strategic_merge(kubectl: KubectlFn,
+                                                             kube_api: EmulatorRunner) -> None:
+    kubectl("apply", "-f", "-", input=DEPLOYMENT)
+    changed = DEPLOYMENT.replace("app:1", "app:2").replace(', {name: B, value: "2"}', "")
+    assert "configured" in kubectl("apply", "-f", "-", input=changed).stdout
+    deployment = kube_api.get_object("apps/v1/deployments", "default", "web")
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "app:2"
+    assert container["ports"] == [{"containerPort": 8080}]
+    assert container["env"] == [{"name": "A", "value": "1"}]
+    assert deployment["metadata"]["generation"] == 2
+    kubectl("rollout", "restart", "deployment/web")
+    restarted = kube_api.get_object("apps/v1/deployments", "default", "web")
+    assert restarted is not None
+    assert "kubectl.kubernetes.io/restartedAt" in restarted["spec"]["template"]["metadata"][
+        "annotations"]

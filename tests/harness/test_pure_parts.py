@@ -198,3 +198,19 @@ def test_unknown_fields_are_reported_with_their_paths() -> None:
                     "free": {"kept": 1}, "labels": {"ok": "1"}}}
     assert kube_schema.unknown_fields(SCHEMA, obj, root=True) == [
         "top", "spec.typo", "spec.items[0].w"]
+
+
+def test_strategic_merge_patch_merges_keyed_lists() -> None:
+    target = {"spec": {"containers": [{"name": "app", "image": "a:1", "ports": [
+        {"containerPort": 80}]}, {"name": "side", "image": "s:1"}]},
+        "metadata": {"finalizers": ["x", "y"]}}
+    patched = kube_patches.strategic_merge_patch(target, {
+        "spec": {"containers": [{"name": "app", "image": "a:2"},
+                                {"name": "side", "$patch": "delete"},
+                                {"name": "new", "image": "n:1"}]},
+        "metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}})
+    assert patched["spec"]["containers"] == [
+        {"name": "app", "image": "a:2", "ports": [{"containerPort": 80}]},
+        {"name": "new", "image": "n:1"}]
+    assert patched["metadata"]["finalizers"] == ["y"]
+    assert target["spec"]["containers"][0]["image"] == "a:1"

@@ -36,12 +36,22 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a strategic merge patch as a merge patch that honours ``$patch: delete|replace``.
+# The object lists that the built-in types merge by a key (their ``patchMergeKey``), as far as
+# the workloads, Secrets and metadata this project touches go.
+MERGE_KEYS: dict[str, str] = {
+    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
+    "env": "name", "volumes": "name", "volumeMounts": "mountPath", "ports": "containerPort",
+    "imagePullSecrets": "name", "ownerReferences": "uid", "conditions": "type",
+}
 
-    Lists are replaced rather than merged by their merge keys; ``$retainKeys`` and the
-    ``$setElementOrder`` / ``$deleteFromPrimitiveList`` directives are ignored. Untouched
-    subtrees are shared with ``target``.
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """Apply a strategic merge patch: a merge patch where lists of :data:`MERGE_KEYS` merge
+    item by item, ``$patch: delete|replace`` work and ``$deleteFromPrimitiveList`` removes.
+
+    Other lists are replaced; ``$retainKeys`` and ``$setElementOrder`` are ignored (the merged
+    list keeps the existing order, new items last). Untouched subtrees are shared with
+    ``target``.
     """
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
@@ -52,9 +62,18 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     if directive == "replace":
         return copy.deepcopy(clean)
     result: dict[str, Any] = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        prefix = "$deleteFromPrimitiveList/"
+        if key.startswith(prefix) and isinstance(value, list):
+            field = key[len(prefix):]
+            if isinstance(result.get(field), list):
+                result[field] = [item for item in result[field] if item not in value]
     for key, value in clean.items():
         if value is None:
             result.pop(key, None)
+            continue
+        if key in MERGE_KEYS and isinstance(value, list) and isinstance(result.get(key), list):
+            result[key] = _merge_list(result[key], value, MERGE_KEYS[key])
             continue
         merged = strategic_merge_patch(result.get(key), value)
         if merged is None:
@@ -62,6 +81,23 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merged
     return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[Any]:
+    if not all(isinstance(item, Mapping) and merge_key in item for item in [*current, *patch]):
+        return copy.deepcopy(patch)
+    merged = list(current)
+    for item in patch:
+        index = next((i for i, old in enumerate(merged)
+                      if old[merge_key] == item[merge_key]), None)
+        if item.get("$patch") == "delete":
+            if index is not None:
+                del merged[index]
+        elif index is None:
+            merged.append(strategic_merge_patch({}, item))
+        else:
+            merged[index] = strategic_merge_patch(merged[index], item)
+    return merged
 
 
 def _unescape(token: str) -> str:
