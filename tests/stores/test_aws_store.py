@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -133,6 +135,34 @@ async def test_a_revoked_pending_version_id_is_never_reused(store_backend_aws: A
     assert replacement.version == 3
     assert backend.stages(ref)[version_id(ref.uid, 3)] == [PENDING]
     assert backend.stages(ref)[version_id(ref.uid, 2)] == []
+
+
+async def test_version_ids_hidden_from_describe_are_not_reused(
+    store_backend_aws: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real AWS leaves unlabelled versions out of describe_secret (moto lists them).
+    store = store_backend_aws.make_store()
+    assert isinstance(store, AwsSecretsManagerStore)
+    describe = store._describe
+
+    def like_aws(name: str, deadline: Any) -> Any:
+        secret = describe(name, deadline)
+        if secret is None:
+            return None
+        labelled = {vid: labels for vid, labels in secret.stages.items() if labels}
+        return dataclasses.replace(secret, stages=labelled)
+
+    monkeypatch.setattr(store, "_describe", like_aws)
+    ref = new_ref()
+    await store.write_pending(ref, new_doc(1))
+    await store.promote(ref, 1, GRACE_END)
+    revoked = await store.write_pending(ref, new_doc(2))
+    await store.revoke(ref, revoked.version)
+
+    replacement = await store.write_pending(ref, new_doc(2))
+
+    assert replacement.version == 3
+    assert (await store.read(ref)).pending == replacement
 
 
 async def test_the_current_version_cannot_be_revoked(store_backend_aws: AwsBackend) -> None:

@@ -320,6 +320,7 @@ class AwsSecretsManagerStore:
     ) -> VersionDocument:
         name = self.secret_name(ref)
         secret = self._owned(ref, name, deadline)
+        created = secret is None
         if secret is None:
             secret = self._create(ref, name, document, deadline)
         pending_vid = secret.labelled(PENDING)
@@ -330,8 +331,10 @@ class AwsSecretsManagerStore:
             return existing
         # A version number whose VersionId this secret has never seen (a revoked pending
         # keeps its VersionId, and a VersionId cannot be reused with other content).
+        # describe_secret omits unlabelled versions, hence the listing.
+        used = set() if created else set(secret.stages) | self._version_ids(name, deadline)
         number = document.version
-        while version_id(ref.uid, number) in secret.stages:
+        while version_id(ref.uid, number) in used:
             number += 1
         stored = VersionDocument.from_json(
             dataclasses.replace(document, version=number).to_json()
@@ -529,6 +532,20 @@ class AwsSecretsManagerStore:
         if current is not None and current == pending:
             return previous, pending, None
         return current, pending, previous
+
+    def _version_ids(self, name: str, deadline: Deadline) -> set[str]:
+        """Every VersionId the secret still has, unlabelled (deprecated) ones included."""
+        found: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"NextToken": token} if token else {}
+            page = self._call(deadline).list_secret_version_ids(
+                SecretId=name, IncludeDeprecated=True, MaxResults=100, **kwargs
+            )
+            found.update(v["VersionId"] for v in page.get("Versions", []) if "VersionId" in v)
+            token = page.get("NextToken")
+            if not token:
+                return found
 
     def _version(self, name: str, vid: str | None, deadline: Deadline) -> VersionDocument | None:
         if vid is None:
