@@ -99,6 +99,8 @@ def test_status_subresource_is_separate_from_the_main_object(http: Http) -> None
     assert status.body["metadata"]["generation"] == 2  # only the spec change counted
     put = http.put(f"{KEYS}/a/status", {**status.body, "status": {"storeRef": "t"}})
     assert put.body["status"] == {"storeRef": "t"}
+    stale = http.put(f"{KEYS}/a/status", {**status.body, "status": {"storeRef": "u"}})
+    assert stale.status == 409
 
 
 def test_no_op_writes_keep_the_resource_version(http: Http) -> None:

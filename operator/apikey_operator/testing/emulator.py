@@ -636,6 +636,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
             raise KubernetesApiError(400, "the body of the request is not an object",
                                      reason="BadRequest")
+        client_rv = _meta(new).get("resourceVersion")
+        if client_rv not in (None, "") and client_rv != old_meta["resourceVersion"]:
+            raise _conflict(rt, name)
         if subresource == "status":
             if not rt.status_subresource:
                 raise _not_found(rt, name)
@@ -661,9 +664,6 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 != old_meta.get("namespace")):
             raise KubernetesApiError(400, "the name or namespace of the object does not match "
                                      "the request", reason="BadRequest")
-        client_rv = meta.get("resourceVersion")
-        if client_rv not in (None, "") and client_rv != old_meta["resourceVersion"]:
-            raise _conflict(rt, name)
         for field in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp",
                       "deletionGracePeriodSeconds", "generation"):
             if field in old_meta:
