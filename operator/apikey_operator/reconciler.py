@@ -36,7 +36,7 @@ from apikey_operator.spec import (
     parse_policy,
 )
 from apikey_operator.stores import KeyRef, Store, StoreConflict, StoreError, StoreUnavailable
-from apikey_operator.stores.base import parse_time
+from apikey_operator.stores.base import SupportsWriteInitial, parse_time
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -260,6 +260,19 @@ class Reconciler:
                 key = self.rt.generate_key(step.key_format)
             self.rt.on_key_seen(key)
             document = replace(step.document(key), external_id=external_id)
+            if step.trigger == "initial" and isinstance(store, SupportsWriteInitial):
+                # The first version has no older key to protect: one write, already current.
+                written = await self._store_call(store, "write_initial",
+                                                 store.write_initial(ref, document))
+                crashpoints.reached("after-create")
+                obs = rotation.advance(obs, step, written)
+                promoted = Promote(written.version, obs.now, None)
+                metrics.ROTATIONS.labels(ref.namespace, ref.name, "initial", "success").inc()
+                self._event(body, rotation.Event(
+                    "Normal", "Provisioned",
+                    f"key version {written.version} ({keys.fingerprint(written.key)}) "
+                    f"provisioned in {obs.store_location}"))
+                return rotation.advance(obs, promoted), secret_obj
             written = await self._store_call(store, "write_pending",
                                              store.write_pending(ref, document))
             crashpoints.reached("after-create")

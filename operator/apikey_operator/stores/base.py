@@ -197,6 +197,14 @@ class Store(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsWriteInitial(Protocol):
+    """Stores that can create an entry with its first version already current."""
+
+    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        ...
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -64,26 +65,41 @@ def store_secret_name(namespace: str, name: str) -> str:
 class KubernetesStore:
     type_name: ClassVar[str] = "kubernetes"
 
+    # Objects this store last read or wrote, so a rotation's later steps need no GET: the
+    # PUT carries the cached resourceVersion, and any change in between is a 409.
+    RECENT_LIMIT = 8192
+
     def __init__(self, name: str, operator_namespace: str, kube: KubeClient | None = None) -> None:
         self.name = name
         self.namespace = operator_namespace
         self.kube = kube or KubeClient()
+        self._recent: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+
+    def _remember(self, secret_name: str, obj: dict[str, Any] | None) -> None:
+        self._recent[secret_name] = obj
+        self._recent.move_to_end(secret_name)
+        while len(self._recent) > self.RECENT_LIMIT:
+            self._recent.popitem(last=False)
 
     def location(self, ref: KeyRef) -> str:
         return f"{self.name}:{self.namespace}/{store_secret_name(ref.namespace, ref.name)}"
 
-    async def _get(self, ref: KeyRef) -> dict[str, Any] | None:
+    async def _get(self, ref: KeyRef, *, fresh: bool = False) -> dict[str, Any] | None:
         _check_ref(ref)
+        secret_name = store_secret_name(ref.namespace, ref.name)
+        if not fresh and secret_name in self._recent:
+            return self._recent[secret_name]
         try:
-            return await self.kube.get_secret(self.namespace, store_secret_name(ref.namespace,
-                                                                                ref.name))
+            obj = await self.kube.get_secret(self.namespace, secret_name)
         except KubeTransient as exc:
             raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
         except KubeError as exc:
             raise StoreError(f"store {self.name}: {exc}") from None
+        self._remember(secret_name, obj)
+        return obj
 
     async def read(self, ref: KeyRef) -> StoreState:
-        return _state_of(await self._get(ref), ref)
+        return _state_of(await self._get(ref, fresh=True), ref)
 
     async def _write(self, ref: KeyRef, existing: Mapping[str, Any] | None,
                      data: Mapping[str, str], bookkeeping: Mapping[str, Any]) -> None:
@@ -93,17 +109,41 @@ class KubernetesStore:
             APIKEY_ANNOTATION: f"{ref.namespace}/{ref.name}",
         }
         labels = {MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: "kubernetes"}
-        body = secret_body(self.namespace, store_secret_name(ref.namespace, ref.name), data,
-                           labels, annotations, None, existing)
+        secret_name = store_secret_name(ref.namespace, ref.name)
+        body = secret_body(self.namespace, secret_name, data, labels, annotations, None,
+                           existing)
         try:
             if existing is None:
-                await self.kube.create_secret(body)
+                written = await self.kube.create_secret(body)
             else:
-                await self.kube.replace_secret(body)
+                written = await self.kube.replace_secret(body)
         except KubeTransient as exc:
+            self._recent.pop(secret_name, None)  # stale: the next step reads afresh
             raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
         except KubeError as exc:
+            self._recent.pop(secret_name, None)
             raise StoreError(f"store {self.name}: {exc}") from None
+        self._remember(secret_name, written)
+
+    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        """Create the entry with `document` as its first current version, in one write.
+
+        Nothing can be lost or revoked early when there is no older key, so the first
+        version skips the pending stage. Returns the current version if one exists.
+        """
+        existing = await self._get(ref)
+        state = _state_of(existing, ref)
+        check_owner(state, ref, self.location(ref))
+        if state.current is not None:
+            return state.current
+        if state.pending is not None:
+            raise StoreUnavailable(f"store {self.name}: a pending version appeared; retrying")
+        data = decode_data((existing or {}).get("data"))
+        data[f"v{document.version}"] = document.to_json()
+        handled = {k: v for k, v in document.handles.items() if k != "trigger"}
+        await self._write(ref, existing, data, _bookkeeping(replace(
+            state, exists=True, owner_uid=ref.uid, current=document, handled=handled)))
+        return document
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         existing = await self._get(ref)
@@ -158,6 +198,7 @@ class KubernetesStore:
         if existing is None:
             return
         check_owner(_state_of(existing, ref), ref, self.location(ref))
+        self._recent.pop(store_secret_name(ref.namespace, ref.name), None)
         try:
             await self.kube.delete_secret(self.namespace,
                                           store_secret_name(ref.namespace, ref.name))
