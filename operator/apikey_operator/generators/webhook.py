@@ -105,7 +105,7 @@ def parse_settings(name: str, raw: Mapping[str, Any]) -> WebhookSettings:
         reader.problem("tokenSecret", "exactly one of tokenSecret and tokenFile is required")
     if token_file and not reader.problems:
         try:
-            _token_from_text(_read_text(token_file), f"tokenFile {token_file}")
+            _token_from_text(_read_text(token_file), token_file)
         except GeneratorError as exc:
             reader.problem("tokenFile", str(exc))
     if ca_file and not reader.problems:
