@@ -244,3 +244,24 @@ def test_due_work_missed_while_the_operator_was_down_is_done_at_once(
     cluster.wait_for(lambda: "api-key-previous" not in cluster.secret_data("payments",
                                                                            "billing"),
                      timeout=5, what="the overdue grace expiry right after the restart")
+
+
+def test_the_operator_never_writes_spec_or_annotations_of_an_apikey(
+    cluster: LocalCluster
+) -> None:
+    """GitOps tools compare spec and metadata with Git: the operator must leave them alone."""
+    manifest = apikey("billing", key={"prefix": "bill_"}, scopes=["a:read"])
+    manifest["metadata"]["annotations"] = {"team": "payments"}
+    manifest["metadata"]["labels"] = {"app": "billing"}
+    created = cluster.apply(manifest)
+    cluster.wait_ready("payments", "billing")
+    cluster.annotate("payments", "billing", {"apikeys.dev/rotate": "g1"})
+    cluster.wait_for(lambda: (cluster.apikey("payments", "billing") or {}).get("status", {})
+                     .get("lastHandledRotate") == "g1", what="the rotation")
+    after = cluster.apikey("payments", "billing")
+    assert after is not None
+    assert after["spec"] == created["spec"]
+    assert after["metadata"]["annotations"] == {"team": "payments", "apikeys.dev/rotate": "g1"}
+    assert after["metadata"]["labels"] == {"app": "billing"}
+    assert after["metadata"]["generation"] == created["metadata"]["generation"]
+    assert after["metadata"]["finalizers"] == ["apikeys.dev/finalizer"]
