@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="keys, versions, next rotation, conditions")
     status.add_argument("target", nargs="?", metavar="NAMESPACE/NAME")
 
-    scan = sub.add_parser("scan", help="find leaked prefixed keys in files (exit 1 if any)")
-    scan.add_argument("paths", nargs="*", default=["."])
+    scan = sub.add_parser("scan", help="find leaked prefixed keys in files (exit 1 if any)",
+                          add_help=False)
+    scan.add_argument("args", nargs=argparse.REMAINDER,
+                      help="paths and options, passed to the scanner (try: scan --help)")
 
     sandbox = sub.add_parser("sandbox", help="the real operator against a local emulated API")
     sandbox.add_argument("--non-interactive", action="store_true",
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scan"]:
+        # The scanner parses its own options (argparse cannot pass `--flag` through).
+        from apikey_operator.leakscan.cli import main as scan_main
+
+        return scan_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
@@ -64,10 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_annotate(args.command, args.target))
         if args.command == "status":
             return asyncio.run(_status(args.target))
-        if args.command == "scan":
-            from apikey_operator.leakscan.cli import main as scan_main
-
-            return scan_main(list(args.paths))
         if args.command == "sandbox":
             from apikey_operator.testing.sandbox import run_sandbox
 
