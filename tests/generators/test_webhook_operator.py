@@ -178,3 +178,27 @@ def test_deleting_the_apikey_revokes_every_version_at_the_vendor(
     cluster.wait_for(lambda: cluster.apikey("payments", "billing") is None, what="deletion")
     assert vendor.active() == []
     assert {c.key_id for c in vendor.calls_of("DELETE")} == ids
+
+
+def test_a_revoke_the_vendor_cannot_do_yet_is_retried_until_it_is_done(
+    cluster: LocalCluster, vendor: FakeVendor
+) -> None:
+    cluster.apply(vendor_apikey("billing"))
+    cluster.wait_ready("payments", "billing")
+    first = current(cluster)
+    first_id = vendor_key(vendor, first)
+    vendor.refuse(503, method="DELETE")
+    cluster.annotate("payments", "billing", {REVOKE: "incident-9"})
+    cond = cluster.wait_reason("payments", "billing", "RotationFailed")
+    assert "DELETE /keys/{id}: 503 Service Unavailable" in cond["message"]
+    assert not vendor.keys[first_id].revoked
+    # The store keeps the version, and with it the vendor's id, until the vendor revoked it.
+    assert first in store_valid_keys(cluster, "payments", "billing").values()
+    vendor.stop_refusing()
+    vendor.wait_for(lambda: vendor.keys[first_id].revoked, timeout=30,
+                    what="the revoke to go through")
+    cluster.wait_for(lambda: set(store_valid_keys(cluster, "payments", "billing").values())
+                     == {current(cluster)} and current(cluster) != first,
+                     what="only the new key left")
+    assert [k.key for k in vendor.active()] == [current(cluster)]
+    cluster.wait_ready("payments", "billing")
