@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench clean helm-engine
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m unit -q
 
-test: $(STAMP) lint
-	$(BIN)/pytest -q
+# Most integration tests wait on clocks and servers, so several workers share 2 cores well.
+PYTEST_WORKERS ?= 4
+
+test: $(STAMP) lint helm-engine
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+# Helm's engine (helm-sdkpy, Python 3.12) for the chart tests, built once before the workers start.
+helm-engine: $(STAMP)
+	$(BIN)/python tests/chart/helm_engine.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

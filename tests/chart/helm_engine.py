@@ -114,3 +114,11 @@ def lint_chart(python: str, chart: Path = CHART) -> Any:
         return json.loads(result.stdout)
     except json.JSONDecodeError:
         raise AssertionError(f"render.py --lint failed: {result.stderr[-2000:]}") from None
+
+
+if __name__ == "__main__":
+    # `make helm-engine`: build the venv once before parallel test workers need it.
+    if _python312() is None:
+        print("helm engine: no python3.12 found; the chart tests will skip with that reason")
+    else:
+        print(f"helm engine: {ensure_helm_python()}")
