@@ -5,14 +5,17 @@ arguments after ``--`` go to the real ``apikey-operator`` command line unchanged
 kopf starts, the store builder the handlers use is wrapped so that each store reports
 to :data:`bench.instrumented_store.STATS`; a small HTTP server on a free loopback port
 (written to FILE) answers ``GET /stats`` (``?reset_peaks=1`` starts a new peak window).
-The operator itself is not changed.
+The operator itself is not changed. With ``APIKEY_BENCH_PROFILE=FILE`` in the environment
+the operator's main thread (kopf's event loop) runs under cProfile, dumped to FILE on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import http.server
 import json
+import os
 import pathlib
 import sys
 import threading
@@ -23,6 +26,8 @@ from apikey_operator import cli, handlers
 from apikey_operator.config import Settings, build_stores
 from apikey_operator.stores.base import Store
 from bench.instrumented_store import STATS, InstrumentedStore
+
+PROFILE_ENV = "APIKEY_BENCH_PROFILE"
 
 
 def _instrument_stores() -> None:
@@ -70,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         rest = rest[1:]
     _instrument_stores()
     _serve_stats(args.stats_port_file)
-    return cli.main(rest)
+    profile_path = os.environ.get(PROFILE_ENV)
+    if not profile_path:
+        return cli.main(rest)
+    # kopf stops gracefully on SIGTERM, so the profile of the main thread is written.
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(cli.main, rest)
+    finally:
+        profiler.dump_stats(profile_path)
 
 
 if __name__ == "__main__":

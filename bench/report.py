@@ -105,13 +105,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _commit() -> str:
+def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                             capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                             timeout=10, check=False)
     except OSError:
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+        return ""
+    return out.stdout.strip()
+
+
+def _commit() -> str:
+    """The commit measured; ``+dirty`` when the operator's sources differ from it."""
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if _git("status", "--porcelain", "operator") else "")
 
 
 def _target(name: str, goal: str, measured: str, met: bool | None, note: str = "") -> dict[str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ Progress = Callable[[str], None]
 async def run_size(n: int, opts: Options, workdir: pathlib.Path,
                    say: Progress) -> dict[str, Any]:
     """Baseline then operator at N keys; the operator gets every scenario."""
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"load_average_at_start": list(os.getloadavg())}
     say(f"N={n}: baseline (minimal kopf operator)")
     async with environment(workdir / f"baseline-{n}", baseline=True) as env:
         provisioning = await scenarios.provisioning(env, n)
@@ -59,6 +60,7 @@ async def run_size(n: int, opts: Options, workdir: pathlib.Path,
                               "rotation_storm": storm, "revoke_1": revoke_one,
                               "revoke_many": revoke_many, "memory_end": memory_end}
     result["ratios"] = ratios(result["operator"], result["baseline"])
+    result["load_average_at_end"] = list(os.getloadavg())
     return result
 
 

@@ -119,7 +119,7 @@ def _busy(rows: list[dict[str, Any]]) -> int:
                if r["actor"] != "bench" and r["verb"] not in ("watch", "discovery", "other"))
 
 
-async def settle(env: Env, quiet: float = 1.5, within: float = 60.0) -> float:
+async def settle(env: Env, quiet: float = 1.0, within: float = 60.0) -> float:
     """Wait until the operator has sent no request for ``quiet`` seconds; returns the wait."""
     start = time.monotonic()
     last = _busy(await asyncio.to_thread(env.counts))
@@ -293,6 +293,8 @@ async def revoke(env: Env, names: list[str], n: int) -> dict[str, Any]:
                                  f"{len(names)} revokes")
     finally:
         env.observer.listeners.remove(tracker)
+    # Status patches and Events may trail the revoke itself; count them too.
+    await settle(env)
     figures = await window.close(env, len(names))
     return {"keys_present": n, "revoked": len(names),
             "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
@@ -311,8 +313,9 @@ async def _set_policy(env: Env, spec: Mapping[str, str]) -> None:
 async def rotation_storm(env: Env, n: int, grace_seconds: int = 5) -> dict[str, Any]:
     """Every key due at one instant: the policy's rotateEvery drops below every key's age.
 
-    rotateEvery is chosen so that all keys are due now and none is due again before the
-    storm is over (it is at least the age of the youngest key, and at least 10 s).
+    rotateEvery is the age of the youngest key (at least 10 s), so that all keys are due now
+    and none is due again soon after. The measured window runs until every old key's grace
+    ended (one whole rotation cycle per key); the policy is then set back.
     """
     await settle(env)
     names = [key_name(i) for i in range(n)]
@@ -342,9 +345,12 @@ async def rotation_storm(env: Env, n: int, grace_seconds: int = 5) -> dict[str, 
     finally:
         env.observer.listeners.remove(track)
     all_rotated = max(rotated.values()) - start
+    # The window covers one whole rotation cycle per key: rotate, then expire the old key.
+    await _wait_graces_ended(env, names, 120 + n * 0.2)
+    await settle(env)
     figures = await window.close(env, n)
     await _set_policy(env, CALM_POLICY)
-    await _wait_graces_ended(env, names, 120 + n * 0.2)
+    await settle(env)
     return {
         "keys": n,
         "rotate_every_seconds": every,
