@@ -49,11 +49,17 @@ def test_every_field_is_read(token: str, ca_file: str) -> None:
     assert (settings.timeout, settings.max_retries, settings.ca_file) == (2.5, 0, ca_file)
 
 
-def test_http_is_allowed_only_when_asked_for(token: str) -> None:
+def test_http_is_allowed_only_when_asked_for_and_then_warned_about(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
     block = {"type": "webhook", "url": "http://127.0.0.1:8080", "tokenFile": token}
     with pytest.raises(GeneratorConfigError, match="must use https"):
         parse_settings("vendor", block)
-    assert parse_settings("vendor", {**block, "allowInsecureHttp": True}).url.startswith("http:")
+    generator = factory_for("webhook")("vendor", {**block, "allowInsecureHttp": True},
+                                       "apikey-operator")
+    assert isinstance(generator, WebhookGenerator)
+    assert generator.settings.url == "http://127.0.0.1:8080"
+    assert "over plain http (allowInsecureHttp): for tests only" in caplog.text
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [

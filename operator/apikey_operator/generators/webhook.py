@@ -501,4 +501,8 @@ def webhook_generator(
     name: str, config: Mapping[str, Any], operator_namespace: str
 ) -> WebhookGenerator:
     """The registry's factory: validates the block and builds the generator (no I/O yet)."""
-    return WebhookGenerator(name, parse_settings(name, config), operator_namespace)
+    settings = parse_settings(name, config)
+    if settings.url.startswith("http://"):
+        logger.warning("generator %s sends its bearer token and keys over plain http "
+                       "(allowInsecureHttp): for tests only", name)
+    return WebhookGenerator(name, settings, operator_namespace)
