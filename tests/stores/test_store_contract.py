@@ -123,6 +123,20 @@ async def test_promoting_twice_is_a_no_op(backend: StoreBackend) -> None:
     assert await store.read(ref) == after_first
 
 
+async def test_promoting_the_current_version_again_ignores_a_newer_pending(
+    backend: StoreBackend,
+) -> None:
+    store, ref = backend.make_store(), new_ref()
+    current = await provision(store, ref)
+    pending = await store.write_pending(ref, new_doc(2))
+    before = await store.read(ref)
+
+    await store.promote(ref, current.version, GRACE_END)
+
+    assert await store.read(ref) == before
+    assert before.current == current and before.pending == pending
+
+
 async def test_rotation_moves_current_to_previous_with_its_validity(
     backend: StoreBackend,
 ) -> None:

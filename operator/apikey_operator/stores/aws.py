@@ -356,10 +356,11 @@ class AwsSecretsManagerStore:
             raise StoreError(f"{self.location(ref)} does not exist; nothing to promote")
         pending_vid = secret.labelled(PENDING)
         current_vid = secret.labelled(CURRENT)
-        if pending_vid is None:
+        if current_vid is not None and current_vid != pending_vid:
             current = self._version(name, current_vid, deadline)
             if current is not None and current.version == version:
-                return
+                return  # promoted already (a retry), whatever is pending now
+        if pending_vid is None:
             raise StoreError(f"{self.location(ref)}: version {version} is not the pending version")
         pending = self._version(name, pending_vid, deadline)
         if pending is None or pending.version != version:
