@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import secrets
 import sys
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
     from apikey_operator.logging import configure_logging
 
     configure_logging(args.log_format, "DEBUG" if args.verbose else "INFO")
+    if not args.verbose:
+        # One line per HTTP request and per watch event is noise at INFO.
+        for noisy in ("httpx2", "httpx", "httpcore2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").addFilter(handlers.QuietEventHandlers())
     handlers.configure(settings)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)

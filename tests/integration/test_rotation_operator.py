@@ -162,7 +162,8 @@ def test_restart_targets_roll_once_per_rotation(cluster: LocalCluster) -> None:
 def test_a_policy_edit_replans_without_a_restart(cluster: LocalCluster) -> None:
     cluster.apply(policy("p", rotateEvery="30d"))
     cluster.apply(apikey("billing", rotationPolicyRef={"name": "p"}))
-    first = cluster.wait_ready("payments", "billing")["status"]["nextRotationTime"]
+    cluster.wait_reason("payments", "billing", "PolicyApplied", type_="Scheduled")
+    first = cluster.apikey("payments", "billing")["status"]["nextRotationTime"]  # type: ignore[index]
     cluster.api.patch_object(POLICIES, None, "p", {"spec": {"rotateEvery": "10s",
                                                             "gracePeriod": "2s"}})
     cluster.wait_for(lambda: cluster.apikey("payments", "billing")["status"]  # type: ignore[index]

@@ -163,8 +163,11 @@ class LocalCluster:
     def wait_ready(self, namespace: str, name: str, timeout: float = 20.0) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
             body = self.apikey(namespace, name)
-            cond = self.condition(namespace, name)
-            if body and cond.get("status") == "True" and cond.get("observedGeneration") == \
+            if not body:
+                return None
+            conditions = (body.get("status") or {}).get("conditions") or []
+            cond = next((c for c in conditions if c.get("type") == "Ready"), {})
+            if cond.get("status") == "True" and cond.get("observedGeneration") == \
                     body["metadata"].get("generation"):
                 return body
             return None
