@@ -33,6 +33,7 @@ from apikey_operator.reconciler import (
 )
 from apikey_operator.spec import GROUP, MANAGED_BY, MANAGED_BY_LABEL, VERSION
 from apikey_operator.stores import StoreError
+from apikey_operator.stores.kubernetes import STORE_LABEL
 
 logger = logging.getLogger(__name__)
 FINALIZER = f"{GROUP}/finalizer"
@@ -168,7 +169,9 @@ async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) ->
         worker.wake.set()
 
 
-@kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY})
+# The built-in store's own Secrets carry the managed-by label too; kopf filters them out
+# before any handler runs (they change with every rotation step).
+@kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: kopf.ABSENT})
 async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") != "ApiKey" or not ref.get("controller"):

@@ -166,7 +166,7 @@ class LocalCluster:
             if not body:
                 return None
             conditions = (body.get("status") or {}).get("conditions") or []
-            cond = next((c for c in conditions if c.get("type") == "Ready"), {})
+            cond: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
             if cond.get("status") == "True" and cond.get("observedGeneration") == \
                     body["metadata"].get("generation"):
                 return body
