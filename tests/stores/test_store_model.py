@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine
-from datetime import timedelta
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from apikey_operator.stores.base import KeyRef, Store, VersionDocument
+from apikey_operator.stores.base import KeyRef, Store, StoreUnavailable, VersionDocument
 from apikey_operator.testing.store_backends import StoreBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
 
@@ -52,7 +52,7 @@ class StoreModel(RuleBasedStateMachine):
         self.current: VersionDocument | None = None
         self.previous: VersionDocument | None = None
         self.pending: VersionDocument | None = None
-        self.valid_until = None
+        self.valid_until: datetime | None = None
         self.handled: dict[str, str] = {}
         self.highest = 0
 
@@ -85,6 +85,7 @@ class StoreModel(RuleBasedStateMachine):
         self.handled.update(self.current.handles)
 
     @precondition(lambda self: self.current is not None)
+    @rule()
     def promote_current_again(self) -> None:
         assert self.current is not None
         self.run(self.store.promote(self.ref, self.current.version, GRACE_END))
@@ -104,6 +105,29 @@ class StoreModel(RuleBasedStateMachine):
         self.run(self.store.revoke(self.ref, self.pending.version))
         self.pending = None
 
+    @precondition(lambda self: self.backend.proxy is not None)
+    @rule(step=st.sampled_from(["read", "write_pending", "promote", "revoke"]))
+    def step_during_an_outage(self, step: str) -> None:
+        """Any step fails as unavailable, or (a store may answer from what it knows) is a
+        no-op; either way nothing changes, which the invariant checks."""
+        # Only steps the Protocol allows now: promote the pending key when no previous one
+        # is left, otherwise re-promote the current one (a no-op).
+        target = self.current if self.previous is not None else (self.pending or self.current)
+        assert target is not None and self.backend.proxy is not None
+        calls: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+            "read": lambda: self.store.read(self.ref),
+            "write_pending": lambda: self.store.write_pending(self.ref, new_doc(self.highest + 1)),
+            "promote": lambda: self.store.promote(self.ref, target.version, GRACE_END),
+            "revoke": lambda: self.store.revoke(self.ref, (self.previous or target).version),
+        }
+        with self.backend.proxy.outage("refuse"):
+            try:
+                result = self.run(calls[step]())
+            except StoreUnavailable:
+                return
+        if step == "write_pending":
+            assert result == self.pending, "a pending version was written during an outage"
+
     @rule()
     def crash_and_restart(self) -> None:
         self.store = self.backend.make_store()
@@ -117,9 +141,6 @@ class StoreModel(RuleBasedStateMachine):
         assert state.pending == self.pending
         assert state.previous_valid_until == self.valid_until
         assert dict(state.handled) == self.handled
-
-
-StoreModel.promote_current_again = rule()(StoreModel.promote_current_again)  # type: ignore[method-assign]
 
 
 async def test_random_rotation_sequences_match_the_model(backend: StoreBackend) -> None:
