@@ -75,8 +75,8 @@ async def test_versions_and_tags_hold_the_documented_content(
     assert "invoices:read" in described["Description"]
 
     await store.revoke(ref, 1)
-    tags = {t["Key"] for t in client.describe_secret(SecretId=name)["Tags"]}
-    assert "apikeys.dev/previous-valid-until" not in tags
+    keys = {t["Key"] for t in client.describe_secret(SecretId=name)["Tags"]}
+    assert "apikeys.dev/previous-valid-until" not in keys
 
 
 async def test_the_consumer_library_reads_the_current_key(store_backend_aws: AwsBackend) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import botocore.exceptions
 import hvac.exceptions
@@ -269,11 +269,9 @@ def test_vault_errors_map_to_store_errors(error: Exception, transient: bool) -> 
 
 
 def client_error(code: str, status: int, message: str = "") -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": message},
-         "ResponseMetadata": {"HTTPStatusCode": status}},
-        "GetSecretValue",
-    )
+    response: Any = {"Error": {"Code": code, "Message": message},
+                     "ResponseMetadata": {"HTTPStatusCode": status}}
+    return botocore.exceptions.ClientError(response, "GetSecretValue")
 
 
 @pytest.mark.parametrize(
@@ -332,7 +330,7 @@ async def test_the_runner_bounds_time_and_hides_unknown_error_messages() -> None
 
 
 class _MemoryStore:
-    type_name = "memory"
+    type_name: ClassVar[str] = "memory"
     name = "memory"
 
     def location(self, ref: KeyRef) -> str:
