@@ -79,6 +79,22 @@ async def test_versions_and_tags_hold_the_documented_content(
     assert "apikeys.dev/previous-valid-until" not in keys
 
 
+async def test_the_description_follows_the_scopes_of_the_current_key(
+    store_backend_aws: AwsBackend,
+) -> None:
+    backend = store_backend_aws
+    store, ref = backend.make_store(), new_ref()
+    await store.write_pending(ref, new_doc(1))
+    await store.promote(ref, 1, GRACE_END)
+    await store.write_pending(ref, new_doc(2, scopes=("reports:write",)))
+    await store.promote(ref, 2, GRACE_END)
+
+    described = backend.client().describe_secret(SecretId=backend.secret_name(ref))
+
+    assert described["Description"].endswith("scopes: reports:write")
+    assert sorted(backend.stages(ref).values()) == [[CURRENT], [PREVIOUS]]
+
+
 async def test_the_consumer_library_reads_the_current_key(store_backend_aws: AwsBackend) -> None:
     backend = store_backend_aws
     store, ref = backend.make_store(), new_ref()

@@ -373,8 +373,9 @@ class AwsSecretsManagerStore:
             raise StoreError(
                 f"{self.location(ref)}: the previous version must be revoked before promoting"
             )
-        # Tags first: once AWSCURRENT moves, the old version is AWSPREVIOUS and must already
-        # carry its valid-until; a crash before the move leaves a tag nothing reads.
+        # Tags (and the description) first: once AWSCURRENT moves, the old version is
+        # AWSPREVIOUS and must already carry its valid-until; a crash or a refused call
+        # before the move leaves only a tag nothing reads.
         tags = {TAG_HANDLED_PREFIX + kind: encode_tag_value(token)
                 for kind, token in pending.handles.items()}
         if finishing:
@@ -390,6 +391,9 @@ class AwsSecretsManagerStore:
             self._call(deadline).tag_resource(
                 SecretId=name, Tags=[{"Key": k, "Value": v} for k, v in changed.items()]
             )
+        description = _description(ref, pending.scopes)
+        if secret.description != description:
+            self._call(deadline).update_secret(SecretId=name, Description=description)
         if not finishing:
             if current_vid is None:
                 self._call(deadline).update_secret_version_stage(
@@ -403,9 +407,6 @@ class AwsSecretsManagerStore:
         self._call(deadline).update_secret_version_stage(
             SecretId=name, VersionStage=PENDING, RemoveFromVersionId=pending_vid
         )
-        description = _description(ref, pending.scopes)
-        if secret.description != description:
-            self._call(deadline).update_secret(SecretId=name, Description=description)
 
     def _revoke(self, ref: KeyRef, version: int, deadline: Deadline) -> None:
         name = self.secret_name(ref)
