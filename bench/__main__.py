@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated numbers of ApiKeys (default 100,1000)")
     parser.add_argument("--long", action="store_true", help="add N=5000")
     parser.add_argument("--smoke", action="store_true",
-                        help="CI mode: N=50, short idle window, stores at N=20 (< 1 minute)")
+                        help="CI mode: N=50, 2 s idle window, stores at N=10 (about a minute)")
     parser.add_argument("--idle-seconds", type=float, default=None,
                         help="length of the idle window (default 60, smoke 3)")
     parser.add_argument("--no-stores", action="store_true",
@@ -45,10 +45,11 @@ def options(args: argparse.Namespace) -> Options:
         sizes = (100, 1000)
     if args.long and 5000 not in sizes:
         sizes = (*sizes, 5000)
-    idle = args.idle_seconds if args.idle_seconds is not None else (3.0 if args.smoke else 60.0)
+    idle = args.idle_seconds if args.idle_seconds is not None else (2.0 if args.smoke else 60.0)
     return Options(sizes=sizes, idle_seconds=idle, revoke_many=10 if args.smoke else 100,
-                   store_keys=20 if args.smoke else 100, stores=not args.no_stores,
-                   smoke=args.smoke)
+                   revoke_singles=3 if args.smoke else 20,
+                   store_keys=10 if args.smoke else 100, stores=not args.no_stores,
+                   smoke=args.smoke, grace_seconds=2 if args.smoke else 5)
 
 
 def main(argv: list[str] | None = None) -> int:

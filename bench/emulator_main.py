@@ -2,7 +2,8 @@
 
 Run as ``python -m bench.emulator_main --namespace NS ...``: it prints ``READY <url>`` on
 stdout once it serves and runs until SIGTERM. Besides the Kubernetes API it answers
-``GET /_bench/counts`` with every request counted so far, keyed by who sent it (the
+``GET /_bench/counts`` with every request counted so far (and ``GET /_bench/timeline?since=T``
+with each request's arrival time, for latency analysis), keyed by who sent it (the
 benchmark driver, kopf's own client, or the operator's API client, told apart by their
 User-Agent), verb, resource, subresource and a tag: ``store`` for Secrets in the operator's
 namespace (the built-in store) and ``reason:<R>`` for Events, so that Events posted through
@@ -22,6 +23,7 @@ import contextvars
 import json
 import signal
 import sys
+import time
 from typing import Any
 
 import aiohttp.web
@@ -32,6 +34,8 @@ from apikey_operator.testing.harness import OPERATOR_NAMESPACE, default_crd_dir
 from apikey_operator.testing.kube_traffic import RequestRecord, Traffic
 
 COUNTS_PATH = "/_bench/counts"
+TIMELINE_PATH = "/_bench/timeline"
+TIMELINE_LENGTH = 200_000
 BENCH_AGENT = "apikey-bench"
 
 _actor: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="operator")
@@ -55,6 +59,9 @@ class CountingTraffic(Traffic):
         self.operator_namespace = operator_namespace
         self.by_actor: collections.Counter[tuple[str, str, str, str, str]] = (
             collections.Counter())
+        # (monotonic time, actor, verb, resource, subresource, namespace, name) per request.
+        self.timeline: collections.deque[tuple[float, str, str, str, str, str, str]] = (
+            collections.deque(maxlen=TIMELINE_LENGTH))
 
     def record(self, method: str, path: str, verb: str, *, group: str | None = None,
                version: str | None = None, resource: str | None = None,
@@ -65,11 +72,19 @@ class CountingTraffic(Traffic):
             tag = "store"
         elif resource == "events" and verb == "create":
             tag = f"reason:{_event_reason.get()}"
+        actor = _actor.get()
         with self._lock:
-            self.by_actor[(_actor.get(), verb, resource or "", subresource or "", tag)] += 1
+            self.by_actor[(actor, verb, resource or "", subresource or "", tag)] += 1
+            self.timeline.append((time.monotonic(), actor, verb, resource or "",
+                                  subresource or "", namespace or "", name or ""))
         return super().record(method, path, verb, group=group, version=version,
                               resource=resource, subresource=subresource,
                               namespace=namespace, name=name)
+
+    def timeline_since(self, since: float) -> list[list[Any]]:
+        """The requests that arrived after monotonic time ``since`` (for latency analysis)."""
+        with self._lock:
+            return [list(entry) for entry in self.timeline if entry[0] > since]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -83,11 +98,15 @@ class BenchEmulator(ApiServerEmulator):
     """The project's emulator with the counts endpoint and per-client accounting."""
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        traffic = self.traffic
+        assert isinstance(traffic, CountingTraffic)
         if raw.path == COUNTS_PATH:
-            traffic = self.traffic
-            assert isinstance(traffic, CountingTraffic)
             return aiohttp.web.json_response({"counts": traffic.snapshot(),
-                                              "watches": self.watch_count()})
+                                              "watches": self.watch_count(),
+                                              "now": time.monotonic()})
+        if raw.path == TIMELINE_PATH:
+            since = float(raw.query.get("since", "0"))
+            return aiohttp.web.json_response({"requests": traffic.timeline_since(since)})
         _actor.set(actor_of(raw.headers.get("User-Agent", "")))
         if raw.method == "POST" and raw.path.endswith("/events"):
             # aiohttp caches the body, so the emulator reads the same bytes again.

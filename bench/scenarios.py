@@ -42,8 +42,8 @@ def apikey_body(name: str, namespace: str = NAMESPACE, store: str | None = None)
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def key_name(i: int) -> str:
-    return f"key-{i:05d}"
+def key_name(i: int, prefix: str = "key") -> str:
+    return f"{prefix}-{i:05d}"
 
 
 @dataclass
@@ -171,7 +171,8 @@ class Window:
         return result
 
 
-async def provisioning(env: Env, n: int, store: str | None = None) -> dict[str, Any]:
+async def provisioning(env: Env, n: int, store: str | None = None,
+                       prefix: str = "key") -> dict[str, Any]:
     """N ApiKeys created at once (32 requests in flight): time to all Ready, per-key costs."""
     window = await Window.open(env, reset_peaks=True)
     sent: dict[str, float] = {}
@@ -184,12 +185,21 @@ async def provisioning(env: Env, n: int, store: str | None = None) -> dict[str, 
             await env.api.create(path, apikey_body(name, store=store))
 
     start = time.monotonic()
-    names = [key_name(i) for i in range(n)]
+    names = [key_name(i, prefix) for i in range(n)]
     await asyncio.gather(*(create(name) for name in names))
     applied = time.monotonic() - start
     ready_at = env.observer.ready_at
-    await env.observer.until(lambda: len(ready_at) >= n, 120 + n * 0.5,
-                             f"{n} ApiKeys to be Ready")
+    waiting = {name for name in names if name not in ready_at}
+
+    def track(kind: str, key: tuple[str, str], _body: Body | None) -> None:
+        if kind == "apikey" and key[1] in ready_at:
+            waiting.discard(key[1])
+
+    env.observer.listeners.append(track)
+    try:
+        await env.observer.until(lambda: not waiting, 120 + n * 0.5, f"{n} ApiKeys to be Ready")
+    finally:
+        env.observer.listeners.remove(track)
     total = max(ready_at[name] for name in names) - start
     latencies = [ready_at[name] - sent[name] for name in names]
     await settle(env)
@@ -274,8 +284,13 @@ class RevokeTracker:
         return version not in {book.get(p) for p in ("current", "previous", "pending")}
 
 
-async def revoke(env: Env, names: list[str], n: int) -> dict[str, Any]:
-    """The revoke annotation on ``names`` at once: annotation -> old key gone everywhere."""
+async def revoke(env: Env, names: list[str], n: int, *, one_by_one: bool = False
+                 ) -> dict[str, Any]:
+    """The revoke annotation on ``names``: annotation -> old key gone from Secret and store.
+
+    At once (a burst), or ``one_by_one``: each revoke waits for the previous one to
+    finish, which samples the latency of a single revoke ``len(names)`` times.
+    """
     await settle(env)
     tracker = RevokeTracker(env)
     env.observer.listeners.append(tracker)
@@ -288,16 +303,24 @@ async def revoke(env: Env, names: list[str], n: int) -> dict[str, Any]:
                             {"metadata": {"annotations": {REVOKE_ANNOTATION: token}}})
 
     try:
-        await asyncio.gather(*(annotate(name) for name in names))
-        await env.observer.until(lambda: not tracker.pending, 60 + len(names),
-                                 f"{len(names)} revokes")
+        if one_by_one:
+            for name in names:
+                await annotate(name)
+                await env.observer.until(lambda: not tracker.pending, 60, f"revoke of {name}")
+        else:
+            await asyncio.gather(*(annotate(name) for name in names))
+            await env.observer.until(lambda: not tracker.pending, 60 + len(names),
+                                     f"{len(names)} revokes")
     finally:
         env.observer.listeners.remove(tracker)
     # Status patches and Events may trail the revoke itself; count them too.
     await settle(env)
     figures = await window.close(env, len(names))
     return {"keys_present": n, "revoked": len(names),
+            "mode": "one by one" if one_by_one else "at once",
             "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
+            "operator_cpu_seconds": figures["operator_cpu_seconds"],
+            "emulator_cpu_seconds": figures["emulator_cpu_seconds"],
             "api": figures["api"], "store": figures.get("store", {})}
 
 

@@ -31,10 +31,12 @@ def test_smoke_run_writes_every_figure(tmp_path: pathlib.Path) -> None:
     assert list(results["sizes"]) == ["50"]
     assert {t["verdict"] for t in results["targets"]} <= {"met", "MISSED", "not measured"}
     assert [t["name"] for t in results["targets"]] == [
-        "provisioning writes", "provisioning time", "revoke", "idle", "memory"]
+        "provisioning writes", "provisioning time", "revoke, one at a time",
+        "revoke, 100 at once", "idle", "memory"]
     operator = results["sizes"]["50"]["operator"]
     assert operator["provisioning"]["apply_to_ready"]["count"] == 50
-    assert operator["revoke_many"]["annotation_to_gone"]["count"] == 10
+    assert operator["revoke_single"]["annotation_to_gone"]["count"] == 3
+    assert operator["revoke_burst"]["annotation_to_gone"]["count"] == 10
     assert operator["rotation_storm"]["due_to_rotated"]["count"] == 50
 
     markdown = (out / "RESULTS.md").read_text()
