@@ -238,6 +238,12 @@ async def test_tokens_too_long_for_the_backend_are_refused(token_file: Path) -> 
         await vault_store(token_file).write_pending(new_ref(), document)
 
 
+async def test_an_entry_needs_the_apikey_uid(token_file: Path) -> None:
+    for store in (aws_store(), vault_store(token_file)):
+        with pytest.raises(StoreError, match="uid"):
+            await store.write_pending(KeyRef("ns", "name", ""), new_doc(1))
+
+
 # -- error mapping ------------------------------------------------------------------------
 
 

@@ -256,6 +256,8 @@ class AwsSecretsManagerStore:
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         redaction.register(document.key)
+        if not ref.uid:
+            raise StoreError("an entry can only be created for an ApiKey with a uid")
         _check_handles(document)
         return await self._runner.run(
             "write_pending", lambda d: self._write_pending(ref, document, d)

@@ -390,6 +390,8 @@ class VaultStore:
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         redaction.register(document.key)
+        if not ref.uid:
+            raise StoreError("an entry can only be created for an ApiKey with a uid")
         _check_handles(document)
         return await self._runner.run(
             "write_pending", lambda d: self._write_pending(ref, document, d)
