@@ -59,8 +59,8 @@ class CountingTraffic(Traffic):
         self.operator_namespace = operator_namespace
         self.by_actor: collections.Counter[tuple[str, str, str, str, str]] = (
             collections.Counter())
-        # (monotonic time, actor, verb, resource, subresource, namespace, name) per request.
-        self.timeline: collections.deque[tuple[float, str, str, str, str, str, str]] = (
+        # Every request's record (its status is filled in once answered) and its actor.
+        self.timeline: collections.deque[tuple[RequestRecord, str]] = (
             collections.deque(maxlen=TIMELINE_LENGTH))
 
     def record(self, method: str, path: str, verb: str, *, group: str | None = None,
@@ -73,18 +73,21 @@ class CountingTraffic(Traffic):
         elif resource == "events" and verb == "create":
             tag = f"reason:{_event_reason.get()}"
         actor = _actor.get()
+        rec = super().record(method, path, verb, group=group, version=version,
+                             resource=resource, subresource=subresource,
+                             namespace=namespace, name=name)
         with self._lock:
             self.by_actor[(actor, verb, resource or "", subresource or "", tag)] += 1
-            self.timeline.append((time.monotonic(), actor, verb, resource or "",
-                                  subresource or "", namespace or "", name or ""))
-        return super().record(method, path, verb, group=group, version=version,
-                              resource=resource, subresource=subresource,
-                              namespace=namespace, name=name)
+            self.timeline.append((rec, actor))
+        return rec
 
     def timeline_since(self, since: float) -> list[list[Any]]:
-        """The requests that arrived after monotonic time ``since`` (for latency analysis)."""
+        """Requests that arrived after monotonic time ``since``, for latency analysis: [time,
+        actor, verb, resource, subresource, namespace, name, HTTP status]."""
         with self._lock:
-            return [list(entry) for entry in self.timeline if entry[0] > since]
+            entries = [entry for entry in self.timeline if entry[0].at > since]
+        return [[r.at, actor, r.verb, r.resource or "", r.subresource or "", r.namespace or "",
+                 r.name or "", r.status] for r, actor in entries]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -5,8 +5,9 @@ arguments after ``--`` go to the real ``apikey-operator`` command line unchanged
 kopf starts, the store builder the handlers use is wrapped so that each store reports
 to :data:`bench.instrumented_store.STATS`; a small HTTP server on a free loopback port
 (written to FILE) answers ``GET /stats`` (``?reset_peaks=1`` starts a new peak window).
-The operator itself is not changed. With ``APIKEY_BENCH_PROFILE=FILE`` in the environment
-the operator's main thread (kopf's event loop) runs under cProfile, dumped to FILE on exit.
+The operator itself is not changed. With ``APIKEY_BENCH_PROFILE=FILE`` in the environment,
+SIGUSR1 starts cProfile on the operator's main thread (kopf's event loop) and a second
+SIGUSR1 writes the profile to FILE: the driver profiles one scenario at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import http.server
 import json
 import os
 import pathlib
+import signal
 import sys
 import threading
 from typing import Any
@@ -76,15 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     _instrument_stores()
     _serve_stats(args.stats_port_file)
     profile_path = os.environ.get(PROFILE_ENV)
-    if not profile_path:
-        return cli.main(rest)
-    # kopf stops gracefully on SIGTERM, so the profile of the main thread is written.
-    profiler = cProfile.Profile()
-    try:
-        return profiler.runcall(cli.main, rest)
-    finally:
-        profiler.dump_stats(profile_path)
+    if profile_path:
+        _profile_on_signal(profile_path)
+    return cli.main(rest)
 
+
+def _profile_on_signal(path: str) -> None:
+    """SIGUSR1 starts cProfile on the main thread (kopf's loop); the next one writes ``path``.
+
+    A window of the driver's choosing (one scenario) is profiled, not the start-up.
+    """
+    profiler = cProfile.Profile()
+    running = False
+
+    def toggle(_signum: int, _frame: object) -> None:
+        nonlocal running
+        if running:
+            profiler.disable()
+            profiler.dump_stats(path)
+        else:
+            profiler.enable()
+        running = not running
+
+    signal.signal(signal.SIGUSR1, toggle)
 
 if __name__ == "__main__":
     sys.exit(main())
