@@ -246,6 +246,10 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                 delay = _jittered(max(backoff, exc.retry_after or 0.0))
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
+            except Exception:  # a bug must not stop this key's worker for good
+                delay = _jittered(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+                logger.exception("unexpected error while reconciling; retrying in %.1fs", delay)
             else:
                 backoff = BACKOFF_START
                 worker.secret_digest = outcome.secret_digest
