@@ -58,6 +58,7 @@ from apikey_operator.stores.retry import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_SECONDS,
     BlockingRunner,
+    BlockingStore,
     ConfigReader,
     Deadline,
     check_ref_names,
@@ -223,7 +224,7 @@ class _Secret:
         return None
 
 
-class AwsSecretsManagerStore:
+class AwsSecretsManagerStore(BlockingStore):
     """Key versions in AWS Secrets Manager (see the module docstring for the layout)."""
 
     type_name: ClassVar[str] = "aws-secrets-manager"
@@ -251,28 +252,8 @@ class AwsSecretsManagerStore:
             raise StoreError(f"refusing the derived secret name {name!r}")
         return name
 
-    async def read(self, ref: KeyRef) -> StoreState:
-        return await self._runner.run("read", lambda d: self._read(ref, d))
-
-    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
-        redaction.register(document.key)
-        if not ref.uid:
-            raise StoreError("an entry can only be created for an ApiKey with a uid")
+    def _check_document(self, document: VersionDocument) -> None:
         _check_handles(document)
-        return await self._runner.run(
-            "write_pending", lambda d: self._write_pending(ref, document, d)
-        )
-
-    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
-        await self._runner.run(
-            "promote", lambda d: self._promote(ref, version, previous_valid_until, d)
-        )
-
-    async def revoke(self, ref: KeyRef, version: int) -> None:
-        await self._runner.run("revoke", lambda d: self._revoke(ref, version, d))
-
-    async def delete(self, ref: KeyRef) -> None:
-        await self._runner.run("delete", lambda d: self._delete(ref, d))
 
     async def close(self) -> None:
         self._runner.close()

@@ -205,6 +205,14 @@ class SupportsWriteInitial(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsPromoteRevoking(Protocol):
+    """Stores that can promote pending and destroy the old current in one write."""
+
+    async def promote_revoking_current(self, ref: KeyRef, version: int) -> int | None:
+        ...
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

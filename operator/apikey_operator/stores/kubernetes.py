@@ -177,6 +177,31 @@ class KubernetesStore:
         await self._write(ref, existing, decode_data((existing or {}).get("data")),
                           _bookkeeping(new_state))
 
+    async def promote_revoking_current(self, ref: KeyRef, version: int) -> int | None:
+        """Emergency revoke in one write: pending `version` becomes current and the old
+        current is destroyed, with no grace. Returns the revoked version (None if there was
+        none). The caller has already removed the old key from the consumer Secret."""
+        existing = await self._get(ref)
+        state = _state_of(existing, ref)
+        check_owner(state, ref, self.location(ref))
+        pending = state.pending
+        if pending is None or pending.version != version:
+            if state.current is not None and state.current.version == version:
+                return None  # already done
+            raise StoreError(f"store {self.name}: version {version} is not pending")
+        if state.previous is not None:
+            raise StoreError(f"store {self.name}: a previous version is still valid")
+        data = decode_data((existing or {}).get("data"))
+        old = state.current
+        if old is not None:
+            data.pop(f"v{old.version}", None)
+        handled = dict(state.handled)
+        handled.update({k: v for k, v in pending.handles.items() if k != "trigger"})
+        await self._write(ref, existing, data, _bookkeeping(replace(
+            state, current=pending, pending=None, previous=None, previous_valid_until=None,
+            handled=handled)))
+        return old.version if old is not None else None
+
     async def revoke(self, ref: KeyRef, version: int) -> None:
         existing = await self._get(ref)
         state = _state_of(existing, ref)

@@ -23,9 +23,18 @@ import re
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
-from apikey_operator.stores.base import KeyRef, StoreConfigError, StoreError, StoreUnavailable
+from apikey_operator import redaction
+from apikey_operator.stores.base import (
+    KeyRef,
+    StoreConfigError,
+    StoreError,
+    StoreState,
+    StoreUnavailable,
+    VersionDocument,
+)
 
 T = TypeVar("T")
 
@@ -281,3 +290,57 @@ def silence_sdk_body_logging(names: tuple[str, ...] = BODY_LOGGERS) -> None:
         sdk_logger = logging.getLogger(namespace)
         if sdk_logger.getEffectiveLevel() < logging.INFO or sdk_logger.level == logging.NOTSET:
             sdk_logger.setLevel(logging.INFO)
+
+
+class BlockingStore:
+    """The async Store methods over a backend's blocking implementation.
+
+    Subclasses set `_runner` and implement the `_read`, `_write_pending`, `_promote`,
+    `_revoke`, `_delete` and `_check_document` steps; each runs in the runner's threads
+    under one deadline.
+    """
+
+    _runner: BlockingRunner
+
+    def _check_document(self, document: VersionDocument) -> None:
+        raise NotImplementedError
+
+    def _read(self, ref: KeyRef, deadline: Deadline) -> StoreState:
+        raise NotImplementedError
+
+    def _write_pending(self, ref: KeyRef, document: VersionDocument,
+                       deadline: Deadline) -> VersionDocument:
+        raise NotImplementedError
+
+    def _promote(self, ref: KeyRef, version: int, previous_valid_until: datetime,
+                 deadline: Deadline) -> None:
+        raise NotImplementedError
+
+    def _revoke(self, ref: KeyRef, version: int, deadline: Deadline) -> None:
+        raise NotImplementedError
+
+    def _delete(self, ref: KeyRef, deadline: Deadline) -> None:
+        raise NotImplementedError
+
+    async def read(self, ref: KeyRef) -> StoreState:
+        return await self._runner.run("read", lambda d: self._read(ref, d))
+
+    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        redaction.register(document.key)
+        if not ref.uid:
+            raise StoreError("an entry can only be created for an ApiKey with a uid")
+        self._check_document(document)
+        return await self._runner.run(
+            "write_pending", lambda d: self._write_pending(ref, document, d)
+        )
+
+    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
+        await self._runner.run(
+            "promote", lambda d: self._promote(ref, version, previous_valid_until, d)
+        )
+
+    async def revoke(self, ref: KeyRef, version: int) -> None:
+        await self._runner.run("revoke", lambda d: self._revoke(ref, version, d))
+
+    async def delete(self, ref: KeyRef) -> None:
+        await self._runner.run("delete", lambda d: self._delete(ref, d))

@@ -52,6 +52,7 @@ from apikey_operator.stores.retry import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_SECONDS,
     BlockingRunner,
+    BlockingStore,
     ConfigReader,
     Deadline,
     check_ref_names,
@@ -366,7 +367,7 @@ class _Entry:
         return number if number > 0 else None
 
 
-class VaultStore:
+class VaultStore(BlockingStore):
     """Key versions in Vault / OpenBao KV v2 (see the module docstring for the layout)."""
 
     type_name: ClassVar[str] = "vault"
@@ -385,28 +386,8 @@ class VaultStore:
     def location(self, ref: KeyRef) -> str:
         return f"{self.name}:{self.config.mount}/{self._path(ref)}"
 
-    async def read(self, ref: KeyRef) -> StoreState:
-        return await self._runner.run("read", lambda d: self._read(ref, d))
-
-    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
-        redaction.register(document.key)
-        if not ref.uid:
-            raise StoreError("an entry can only be created for an ApiKey with a uid")
+    def _check_document(self, document: VersionDocument) -> None:
         _check_handles(document)
-        return await self._runner.run(
-            "write_pending", lambda d: self._write_pending(ref, document, d)
-        )
-
-    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
-        await self._runner.run(
-            "promote", lambda d: self._promote(ref, version, previous_valid_until, d)
-        )
-
-    async def revoke(self, ref: KeyRef, version: int) -> None:
-        await self._runner.run("revoke", lambda d: self._revoke(ref, version, d))
-
-    async def delete(self, ref: KeyRef) -> None:
-        await self._runner.run("delete", lambda d: self._delete(ref, d))
 
     async def close(self) -> None:
         self._runner.close()
