@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,7 +253,7 @@ def test_mismatched_arguments_still_log_without_the_key(stream: io.StringIO) -> 
     "message",
     [
         "rotated payments/billing-client to version 4 (sha256:1f2e3d4c5b6a)",
-        f"ApiKey uid {uuid.uuid4()} in namespace team-a-very-long-namespace-name",
+        "ApiKey uid 28307486-6a60-4cab-9951-6af835381b0e in namespace team-a-long-namespace",
         "store vault:secret/apikeys/payments/billing-client unavailable: HTTP 503",
         "next rotation at 2026-12-28T00:00:00Z, grace 24h, policy standard-30d",
         "POST https://vendor.example/v1/keys?idempotency=abc 200 in 12ms",
