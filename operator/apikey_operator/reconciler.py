@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from apikey_operator import crashpoints, keys, metrics, rotation
 from apikey_operator.conditions import Condition, build_conditions, condition_of
@@ -36,7 +36,12 @@ from apikey_operator.spec import (
     parse_policy,
 )
 from apikey_operator.stores import KeyRef, Store, StoreConflict, StoreError, StoreUnavailable
-from apikey_operator.stores.base import SupportsWriteInitial, parse_time
+from apikey_operator.stores.base import (
+    SupportsPromoteRevoking,
+    SupportsWriteInitial,
+    VersionDocument,
+    parse_time,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,16 +230,22 @@ class Reconciler:
             status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
             raise ReconcileFailed(str(exc), None, status_after) from None
 
-        restart_token = status.get("lastRestartToken")
-        if plan.restarts and plan.restart_token and plan.restart_token != restart_token:
-            await self._restart(body, ref, plan.restarts, plan.restart_token)
-            restart_token = plan.restart_token
         new_status = dict(plan.status)
         new_status["conditions"] = build_conditions(plan.conditions, status.get("conditions"),
                                                     generation, now)
         new_status["observedGeneration"] = generation
-        new_status["lastRestartToken"] = restart_token
-        await self._write_status(body, status, new_status)
+        new_status["lastRestartToken"] = status.get("lastRestartToken")
+        try:
+            if plan.restarts and plan.restart_token \
+                    and plan.restart_token != new_status["lastRestartToken"]:
+                await self._restart(body, ref, plan.restarts, plan.restart_token)
+                new_status["lastRestartToken"] = plan.restart_token
+            await self._write_status(body, status, new_status)
+        except KubeTransient as exc:
+            # The steps are done; only the report is missing. Retry soon, from the store.
+            raise ReconcileFailed(str(exc), exc.retry_after) from None
+        except KubeError as exc:
+            raise ReconcileFailed(str(exc)) from None
         self._observe_metrics(ref, new_status)
         return Outcome(plan.wake_at, plan.blocked,
                        secret_digest((secret_obj or {}).get("data")) if secret_obj else "",
@@ -293,6 +304,11 @@ class Reconciler:
             trigger = ""
             if obs.store.pending is not None:
                 trigger = obs.store.pending.handles.get("trigger", "")
+            old = obs.store.current
+            if (trigger == "revoke" and isinstance(store, SupportsPromoteRevoking)
+                    and generator is None and old is not None
+                    and old.key not in obs.secret.data.values()):
+                return await self._promote_revoking(body, store, obs, step, old), secret_obj
             try:
                 await self._store_call(store, "promote",
                                        store.promote(ref, step.version, step.previous_valid_until))
@@ -320,6 +336,31 @@ class Reconciler:
             metrics.REVOCATIONS.labels(ref.namespace, ref.name, "superseded").inc()
         return rotation.advance(obs, step), secret_obj
 
+    async def _promote_revoking(self, body: Mapping[str, Any], store: SupportsPromoteRevoking,
+                                obs: Observation, step: Promote,
+                                old: VersionDocument) -> Observation:
+        """Emergency revoke in one store write; the Secret no longer holds the old key."""
+        ref = obs.ref
+        try:
+            await self._store_call(cast(Store, store), "promote",
+                                   store.promote_revoking_current(ref, step.version))
+        except StoreError:
+            metrics.ROTATIONS.labels(ref.namespace, ref.name, "revoke", "failure").inc()
+            raise
+        # One write did both steps: a crash right after it is a crash after either.
+        crashpoints.reached("after-promote")
+        crashpoints.reached("after-revoke")
+        metrics.ROTATIONS.labels(ref.namespace, ref.name, "revoke", "success").inc()
+        metrics.REVOCATIONS.labels(ref.namespace, ref.name, "emergency").inc()
+        obs = rotation.advance(obs, step)
+        new = obs.store.current
+        assert new is not None
+        self._event(body, rotation.Event(
+            "Normal", "Revoked",
+            f"key version {old.version} ({keys.fingerprint(old.key)}) revoked at once; "
+            f"key version {new.version} ({keys.fingerprint(new.key)}) is current"))
+        return rotation.advance(obs, Revoke(old.version))
+
     async def _restart(self, body: Mapping[str, Any], ref: KeyRef,
                        targets: tuple[Any, ...], token: str) -> None:
         annotation = rotation.RESTART_ANNOTATION_PREFIX + hashlib.sha256(
@@ -328,6 +369,8 @@ class Reconciler:
             try:
                 found = await self.rt.kube.restart_workload(
                     target.kind, ref.namespace, target.name, {annotation: token})
+            except KubeTransient:
+                raise  # retried as a whole; the same token never restarts a target twice
             except KubeError as exc:
                 self.rt.post_event(body, "Warning", "RestartFailed",
                                    f"could not restart {target.kind} {target.name}: {exc}")
