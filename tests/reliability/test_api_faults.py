@@ -131,9 +131,7 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="bugs.md R1"))
-    if f == "status-500" else f for f in FAULTS])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_an_api_fault_is_backed_off_and_the_rotation_completes_once(
     api_faults: ApiRun, fault: str
 ) -> None:
