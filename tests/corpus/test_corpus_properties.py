@@ -48,7 +48,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     | st.dictionaries(st.text(max_size=12), children, max_size=4),
                     max_leaves=20)
 CROSS_FIELD_RULES = ("must differ from", "is reserved for the operator")
-FAST = settings(max_examples=100, deadline=None,
+FAST = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 

@@ -34,7 +34,7 @@ WINDOW = 8.0
 # Requests against one faulty object in the window: each attempt costs a handful, the
 # backoff allows about five attempts; a hot loop makes hundreds.
 MAX_REQUESTS = 40
-RECOVERY = 30.0
+RECOVERY = 20.0
 FAULTS = ("secret-409", "secret-500", "secret-429", "status-500", "slow", "watch-cuts")
 
 

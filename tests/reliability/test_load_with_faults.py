@@ -1,5 +1,5 @@
-"""The CI-sized run of bench/load_with_faults.py: 30 keys on a 10 s policy for 40 s, spread
-over the three stores, the operator SIGKILLed every 15 s, API faults every 2 s, store
+"""The CI-sized run of bench/load_with_faults.py: 30 keys on a 10 s policy for 30 s, spread
+over the three stores, the operator SIGKILLed every 10 s, API faults every 2 s, store
 outages; afterwards every invariant holds for every key and no key leaked.
 """
 
@@ -26,8 +26,8 @@ def test_a_small_load_with_faults_keeps_every_invariant(
                        store_config("vault", address=vault_proxy.address),
                        store_config("aws", address=aws_proxy.address)])
         report = run_load(tmp_path, stores, {"vault": vault_proxy, "aws": aws_proxy},
-                          LoadConfig(keys=30, duration=40, kill_every=15,
-                                     store_fault_every=12, settle_timeout=90),
+                          LoadConfig(keys=30, duration=30, kill_every=10,
+                                     store_fault_every=10, settle_timeout=90),
                           log=lambda line: None)
     assert report.operator_kills >= 2
     assert report.api_faults_injected > 0 and report.store_outages > 0
