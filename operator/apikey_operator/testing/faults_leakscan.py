@@ -151,6 +151,10 @@ _SCAN: LeakScan | None = None
 def suite_leak_scan() -> Iterator[LeakScan]:
     """Records keys and visible text for the whole session; fails the run on any leak."""
     global _SCAN
+    if _SCAN is not None:
+        # Registered twice (a folder's conftest and the suite's plugin list): one scan.
+        yield _SCAN
+        return
     from prometheus_client import generate_latest
 
     from apikey_operator import metrics
