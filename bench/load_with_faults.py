@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="kubernetes",
                         help="comma-separated: kubernetes, vault (OpenBao), aws (moto)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--store-timeout", type=float, default=10.0,
+                        help="timeoutSeconds of the Vault/AWS stores (outages still hang them)")
     parser.add_argument("--output", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     config = LoadConfig(keys=args.keys, duration=args.duration, kill_every=args.kill_every,
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                "mount": "secret", "pathPrefix": "apikeys",
                                "auth": {"method": "token", "tokenFile": str(
                                    bao.write_token_file(workdir / "token"))},
-                               "timeoutSeconds": 2}
+                               "timeoutSeconds": args.store_timeout}
         if "aws" in kinds:
             os.environ.update({"AWS_ACCESS_KEY_ID": AWS_TEST_CREDENTIALS["aws_access_key_id"],
                                "AWS_SECRET_ACCESS_KEY":
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             proxies["aws"] = stack.enter_context(TcpProxy(moto.port))
             stores["aws"] = {"type": "aws-secrets-manager", "region": AWS_TEST_REGION,
                              "namePrefix": "apikeys/", "endpointUrl": proxies["aws"].address,
-                             "timeoutSeconds": 2}
+                             "timeoutSeconds": args.store_timeout}
         started = time.monotonic()
         report = run_load(workdir, stores, proxies, config,
                           log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -16,6 +16,7 @@ stretched so the keys settle, the full contract for every key (`contract_violati
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -124,8 +125,8 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
                    for i in range(config.keys)]
     report.stores = dict(Counter(store for _, _, store in assignments))
     process_stores = {n: c for n, c in stores.items() if n != "kubernetes"}
-    with LocalCluster(start_operator=False, namespaces=NAMESPACES,
-                      workdir=workdir / "cluster") as cluster:
+    with contextlib.ExitStack() as cleanup, LocalCluster(
+            start_operator=False, namespaces=NAMESPACES, workdir=workdir / "cluster") as cluster:
         api = cluster.api
         probes = {n: StoreProbe(api, n, stores.get(n)) for n in names}
         api.create_object({"apiVersion": "apikeys.dev/v1alpha1", "kind": "RotationPolicy",
@@ -140,6 +141,8 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
         timeline.start()
         operator = QuietOperatorProcess(cluster.kubeconfig, workdir, stores=process_stores,
                                         name="load-operator")
+        cleanup.callback(timeline.stop)
+        cleanup.callback(operator.stop)
         operator.start()
         log(f"load: {config.keys} keys on {report.stores}; waiting for provisioning")
         _wait(lambda: all(converged(api, ns, n) for ns, n, _ in assignments), 300)
