@@ -24,7 +24,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m unit -q
 
 # Most integration tests wait on clocks and servers, so several workers share 2 cores well.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 3
 
 test: $(STAMP) lint helm-engine
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile

@@ -31,21 +31,22 @@ class RenderError(Exception):
 
 
 def _python312() -> str | None:
+    """A Python 3.12 that really runs (a pyenv shim may exist yet refuse to run)."""
+    candidates: list[str] = []
     explicit = os.environ.get("APIKEY_HELM_PYTHON")
     if explicit:
-        return explicit
+        candidates.append(explicit)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += [str(p) for p in sorted(pyenv_root.glob("versions/3.12*/bin/python3.12"))]
     found = shutil.which("python3.12")
     if found:
-        return found
-    if shutil.which("pyenv"):
-        result = subprocess.run(
-            ["pyenv", "which", "python3.12"], capture_output=True, text=True, check=False
-        )
-        if result.returncode == 0 and result.stdout.strip():
-            return result.stdout.strip()
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = sorted(pyenv_root.glob("versions/3.12*/bin/python3.12"))
-    return str(candidates[-1]) if candidates else None
+        candidates.append(found)
+    for candidate in candidates:
+        probe = subprocess.run([candidate, "-c", "import venv"], capture_output=True,
+                               check=False, timeout=60)
+        if probe.returncode == 0:
+            return candidate
+    return None
 
 
 def _venv_dir() -> Path:
