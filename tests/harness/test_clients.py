@@ -207,8 +207,15 @@ def test_kubectl_waits_for_a_finalized_deletion(kubectl: KubectlFn,
                                                         "finalizers": ["x/y"]}})
     kube_api.delete_object("apikeys", "default", "c")
     assert kube_api.get_object("apikeys", "default", "c") is not None
-    release = threading.Timer(0.5, lambda: kube_api.patch_object(
-        "apikeys", "default", "c", {"metadata": {"finalizers": None}}))
+    def release_once_kubectl_watches() -> None:
+        # Release only after kubectl is waiting, however slowly it starts on a busy machine.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not kube_api.call(
+                kube_api.emulator.watch_count, "apikeys"):
+            time.sleep(0.05)
+        kube_api.patch_object("apikeys", "default", "c", {"metadata": {"finalizers": None}})
+
+    release = threading.Thread(target=release_once_kubectl_watches)
     release.start()
     result = kubectl("wait", "--for=delete", "ak/c", "--timeout=20s")
     release.join()
