@@ -29,9 +29,8 @@ def build_conditions(
     lastTransitionTime is carried over from `existing` unless the condition's
     status flips, so repeated reconciles produce identical status (and no patch).
     """
-    previous = {
-        str(c.get("type")): c for c in (existing or []) if isinstance(c, Mapping) and c.get("type")
-    }
+    entries = existing if isinstance(existing, Sequence) and not isinstance(existing, str) else []
+    previous = {str(c.get("type")): c for c in entries if isinstance(c, Mapping) and c.get("type")}
     result = []
     for cond in wanted:
         status = "True" if cond.status else "False"
@@ -55,7 +54,9 @@ def build_conditions(
 
 def condition_of(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any]:
     """The condition of that type in a status.conditions list, or an empty mapping."""
-    for cond in conditions or []:
+    if not isinstance(conditions, Sequence) or isinstance(conditions, str):
+        return {}
+    for cond in conditions:
         if isinstance(cond, Mapping) and cond.get("type") == type_:
             return cond
     return {}

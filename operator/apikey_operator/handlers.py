@@ -227,7 +227,8 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             spec = body.get("spec") or {}
             ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
             worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
-            status = dict(body.get("status", {}))
+            raw_status = body.get("status")
+            status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
             if worker.status_written is not None:
                 # We are the only writer of these fields; the watch may lag behind our patch.
                 status.update(worker.status_written)

@@ -159,9 +159,11 @@ class Reconciler:
         meta = body.get("metadata") or {}
         ref = KeyRef(namespace=str(meta.get("namespace")), name=str(meta.get("name")),
                      uid=str(meta.get("uid", "")))
-        status: Mapping[str, Any] = body.get("status") or {}
-        generation = int(meta.get("generation") or 0)
-        annotations = meta.get("annotations") or {}
+        # Objects that skipped schema validation may carry anything: never trust shapes.
+        status: Mapping[str, Any] = _as_mapping(body.get("status"))
+        raw_generation = meta.get("generation")
+        generation = raw_generation if isinstance(raw_generation, int) else 0
+        annotations = _as_mapping(meta.get("annotations"))
         spec: ApiKeySpec | None = None
         spec_error = store_error = None
         try:
@@ -389,7 +391,7 @@ class Reconciler:
     async def _report_failure(self, body: Mapping[str, Any], obs: Observation,
                               reason: str, message: str) -> Mapping[str, Any] | None:
         """Ready=False with `reason`, everything else in status kept; a Warning on transition."""
-        status: Mapping[str, Any] = body.get("status") or {}
+        status: Mapping[str, Any] = _as_mapping(body.get("status"))
         kept = [c for c in status.get("conditions") or []
                 if isinstance(c, Mapping) and c.get("type") not in ("Ready",)]
         wanted = [Condition("Ready", False, reason, message)] + [
@@ -440,6 +442,10 @@ class Reconciler:
         metrics.observe_key(ref.namespace, ref.name,
                             parse_time(created) if isinstance(created, str) else None,
                             parse_time(due) if isinstance(due, str) else None)
+
+
+def _as_mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _token(value: object) -> str | None:

@@ -144,3 +144,17 @@ def test_policy_selector_admits_by_labels_and_expressions() -> None:
     assert not selector.admits({"env": "dev", "team": "a"})
     assert not selector.admits({"env": "prod", "team": "a", "frozen": "1"})
     assert policy.grace_period.total_seconds() == 86400
+
+
+@pytest.mark.parametrize("garbage", [None, 5, "Ready", [1, "x", {"no": "type"}], {"a": 1}],
+                         ids=["none", "int", "string", "junk list", "mapping"])
+def test_conditions_survive_a_garbage_status(garbage: object) -> None:
+    from datetime import UTC, datetime
+
+    from apikey_operator.conditions import Condition, build_conditions, condition_of
+
+    built = build_conditions([Condition("Ready", True, "Provisioned", "ok")], garbage,  # type: ignore[arg-type]
+                             3, datetime(2026, 1, 1, tzinfo=UTC))
+    assert [(c["type"], c["status"], c["observedGeneration"]) for c in built] == [
+        ("Ready", "True", 3)]
+    assert condition_of(garbage, "Ready") == {}  # type: ignore[arg-type]

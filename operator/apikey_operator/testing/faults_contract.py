@@ -179,7 +179,8 @@ def converged(
     if body is None:
         return False
     status = body.get("status") or {}
-    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     if ready.get("status") != "True" or ready.get("observedGeneration") != body["metadata"].get(
         "generation"
     ):
