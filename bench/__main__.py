@@ -11,6 +11,7 @@ import pathlib
 import sys
 import tempfile
 import time
+from typing import Any
 
 from bench import report
 from bench.runner import Options, run_sync
@@ -59,19 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
+    def write(figures: dict[str, Any]) -> None:
+        results = report.assemble(opts, figures)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "RESULTS.md").write_text(report.markdown(results))
+        say(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}"
+            + ("" if figures["complete"] else " (partial)"))
+        if figures["complete"]:
+            for target in results["targets"]:
+                say(f"  target {target['name']}: {target['verdict']} ({target['measured']})")
+
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures = run_sync(opts, args.workdir, say)
+        run_sync(opts, args.workdir, say, write)
     else:
         with tempfile.TemporaryDirectory(prefix="apikey-bench-") as tmp:
-            figures = run_sync(opts, pathlib.Path(tmp), say)
-    results = report.assemble(opts, figures)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "RESULTS.md").write_text(report.markdown(results))
-    say(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
-    for target in results["targets"]:
-        say(f"  target {target['name']}: {target['verdict']} ({target['measured']})")
+            run_sync(opts, pathlib.Path(tmp), say, write)
     return 0
 
 

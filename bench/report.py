@@ -181,6 +181,7 @@ def assemble(opts: Options, figures: Mapping[str, Any]) -> dict[str, Any]:
         "options": asdict(opts),
         "machine": machine(),
         "run_seconds": figures["run_seconds"],
+        "complete": figures["complete"],
         "targets": targets(figures),
         "sizes": figures["sizes"],
         "stores": figures["stores"],
@@ -199,6 +200,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _load(figures: Mapping[str, Any]) -> str:
+    load = figures.get("load_average") or []
+    return "-".join(f"{v:g}" for v in load) or "-"
 
 
 def _size_section(n: str, s: Mapping[str, Any]) -> str:
@@ -225,6 +231,8 @@ def _size_section(n: str, s: Mapping[str, Any]) -> str:
          floor["idle"]["requests_per_key_per_minute"], None],
         ["idle operator CPU s", ours["idle"]["operator_cpu_seconds"],
          floor["idle"]["operator_cpu_seconds"], ratio["idle_operator_cpu_seconds"]],
+        ["machine load average during provisioning (1 min, start-end)",
+         _load(po), _load(pf), None],
     ]
     writes = po["api"]["writes_per_key"]
     verbs = ", ".join(f"{v} {c}" for v, c in po["api"]["by_verb_per_key"].items())
@@ -276,7 +284,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"Generated {results['generated_at']} at commit `{results['commit']}` by "
         f"`python -m bench` (sizes {', '.join(str(s) for s in results['options']['sizes'])}, "
         f"idle window {results['options']['idle_seconds']:g} s; run took "
-        f"{results['run_seconds']:g} s).\n",
+        f"{results['run_seconds']:g} s)."
+        + ("" if results.get("complete", True) else
+           " PARTIAL: the run was cut short; the sizes below are the ones it finished.")
+        + "\n",
         f"Machine: {m['cpu_model']} ({m['cpus']} CPUs at {m['cpu_mhz']} MHz), "
         f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}, Python {m['python']}, "
         f"kopf {m['kopf']}, lightkube {m['lightkube']}. The emulated API server, the operator "

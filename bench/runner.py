@@ -51,15 +51,16 @@ async def run_size(n: int, opts: Options, workdir: pathlib.Path,
         memory = scenarios.memory(env, n)
         idle = await scenarios.idle(env, n, opts.idle_seconds)
         say(f"  idle {idle['requests_per_key_per_minute']} requests/key/min")
-        storm = await scenarios.rotation_storm(env, n, opts.grace_seconds)
+        storm = await scenarios.rotation_storm(
+            env, n, opts.grace_seconds, min_age=2 * provisioning["all_ready_seconds"])
         say(f"  rotation storm {storm['all_rotated_seconds']}s")
         singles = [key_name(i) for i in range(opts.revoke_singles)]
         revoke_one = await scenarios.revoke(env, singles, n, one_by_one=True)
         say(f"  revoke one at a time p99 {revoke_one['annotation_to_gone']['p99_s']}s "
             f"({len(singles)} keys)")
-        many = min(opts.revoke_many, n - len(singles))
-        revoke_many = await scenarios.revoke(
-            env, [key_name(i) for i in range(len(singles), len(singles) + many)], n)
+        # The burst may include the keys revoked one by one: they are Ready again by now.
+        many = min(opts.revoke_many, n)
+        revoke_many = await scenarios.revoke(env, [key_name(i) for i in range(many)], n)
         say(f"  revoke at once p99 {revoke_many['annotation_to_gone']['p99_s']}s ({many} keys)")
         memory_end = scenarios.memory(env, n)
         result["operator"] = {"provisioning": provisioning, "memory": memory, "idle": idle,
@@ -120,15 +121,31 @@ async def run_stores(n: int, workdir: pathlib.Path, say: Progress) -> dict[str, 
     return results
 
 
-async def run(opts: Options, workdir: pathlib.Path, say: Progress) -> dict[str, Any]:
+Checkpoint = Callable[[dict[str, Any]], None]
+
+
+async def run(opts: Options, workdir: pathlib.Path, say: Progress,
+              checkpoint: Checkpoint) -> dict[str, Any]:
+    """Every stage in turn; ``checkpoint`` gets the figures so far after each one, so a
+    long run that is cut short still leaves the sizes it finished (stores come second)."""
     started = time.monotonic()
-    sizes: dict[str, Any] = {}
-    for n in opts.sizes:
-        sizes[str(n)] = await run_size(n, opts, workdir, say)
-    stores = await run_stores(opts.store_keys, workdir, say) if opts.stores else {}
-    return {"sizes": sizes, "stores": stores,
-            "run_seconds": round(time.monotonic() - started, 1)}
+    figures: dict[str, Any] = {"sizes": {}, "stores": {}, "complete": False}
+
+    def stage_done() -> None:
+        figures["run_seconds"] = round(time.monotonic() - started, 1)
+        checkpoint(figures)
+
+    for index, n in enumerate(opts.sizes):
+        figures["sizes"][str(n)] = await run_size(n, opts, workdir, say)
+        stage_done()
+        if index == 0 and opts.stores:
+            figures["stores"] = await run_stores(opts.store_keys, workdir, say)
+            stage_done()
+    figures["complete"] = True
+    stage_done()
+    return figures
 
 
-def run_sync(opts: Options, workdir: pathlib.Path, say: Progress) -> dict[str, Any]:
-    return asyncio.run(run(opts, workdir, say))
+def run_sync(opts: Options, workdir: pathlib.Path, say: Progress,
+             checkpoint: Checkpoint) -> dict[str, Any]:
+    return asyncio.run(run(opts, workdir, say, checkpoint))

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -143,13 +144,14 @@ class Window:
     cpu: float
     emulator_cpu: float
     started: float
+    load: float
 
     @classmethod
     async def open(cls, env: Env, reset_peaks: bool = False) -> Window:
         counts = await asyncio.to_thread(env.counts)
         stores = await asyncio.to_thread(env.store_stats, reset_peaks)
         return cls(counts, stores, env.process.usage().cpu_seconds,
-                   env.emulator.usage().cpu_seconds, time.monotonic())
+                   env.emulator.usage().cpu_seconds, time.monotonic(), os.getloadavg()[0])
 
     async def close(self, env: Env, keys: int) -> dict[str, Any]:
         """Request, store and CPU figures since :meth:`open`, per key where it says so."""
@@ -162,6 +164,8 @@ class Window:
             "operator_cpu_seconds": round(usage.cpu_seconds - self.cpu, 3),
             "emulator_cpu_seconds": round(env.emulator.usage().cpu_seconds - self.emulator_cpu,
                                           3),
+            # Other sessions share this machine: the 1-minute load average at both ends.
+            "load_average": [round(self.load, 2), round(os.getloadavg()[0], 2)],
         }
         if env.ours:
             delta = accounting.store_delta(self.stores, stores)
@@ -232,6 +236,7 @@ async def idle(env: Env, n: int, seconds: float) -> dict[str, Any]:
         "operator_cpu_seconds": figures["operator_cpu_seconds"],
         "operator_cpu_percent": round(100 * figures["operator_cpu_seconds"]
                                       / figures["seconds"], 2),
+        "load_average": figures["load_average"],
         "api": api,
     }
     if "store" in figures:
@@ -321,6 +326,7 @@ async def revoke(env: Env, names: list[str], n: int, *, one_by_one: bool = False
             "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
             "operator_cpu_seconds": figures["operator_cpu_seconds"],
             "emulator_cpu_seconds": figures["emulator_cpu_seconds"],
+            "load_average": figures["load_average"],
             "api": figures["api"], "store": figures.get("store", {})}
 
 
@@ -333,21 +339,27 @@ async def _set_policy(env: Env, spec: Mapping[str, str]) -> None:
     await env.api.patch(f"{POLICIES_URL}/{POLICY}", {"spec": dict(spec)})
 
 
-async def rotation_storm(env: Env, n: int, grace_seconds: int = 5) -> dict[str, Any]:
+async def rotation_storm(env: Env, n: int, grace_seconds: int = 5,
+                         min_age: float = 10.0) -> dict[str, Any]:
     """Every key due at one instant: the policy's rotateEvery drops below every key's age.
 
-    rotateEvery is the age of the youngest key (at least 10 s), so that all keys are due now
-    and none is due again soon after. The measured window runs until every old key's grace
-    ended (one whole rotation cycle per key); the policy is then set back.
+    rotateEvery is the age of the youngest key (at least 10 s and ``min_age``), so that all
+    keys are due now and none is due again before the storm is over. The measured window
+    runs until every old key's grace ended (one whole rotation cycle per key); the policy
+    is then set back.
     """
     await settle(env)
     names = [key_name(i) for i in range(n)]
     bodies = {name: env.observer.apikey(name) or {} for name in names}
     youngest = max(_created_at(b) for b in bodies.values())
     age = (datetime.now(UTC) - youngest).total_seconds()
-    if age < 10:
-        await asyncio.sleep(10 - age)
-        age = 10
+    # A storm that lasts longer than rotateEvery would rotate its first keys again (and
+    # again: a runaway that measures nothing useful), so the keys must be older than the
+    # storm is long; the caller's estimate is ``min_age`` (twice the provisioning time).
+    wanted = max(10.0, min_age)
+    if age < wanted:
+        await asyncio.sleep(wanted - age)
+        age = wanted
     every = max(10, math.floor(age))
     before = {name: key_version(b) for name, b in bodies.items()}
     rotated: dict[str, float] = {}

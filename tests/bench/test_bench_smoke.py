@@ -28,6 +28,7 @@ def test_smoke_run_writes_every_figure(tmp_path: pathlib.Path) -> None:
 
     results = json.loads((out / "results.json").read_text())
     assert missing_figures(results) == []
+    assert results["complete"] is True
     assert list(results["sizes"]) == ["50"]
     assert {t["verdict"] for t in results["targets"]} <= {"met", "MISSED", "not measured"}
     assert [t["name"] for t in results["targets"]] == [
