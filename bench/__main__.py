@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip the OpenBao and moto provisioning runs")
     parser.add_argument("--out", type=pathlib.Path, default=HERE,
                         help="where results.json and RESULTS.md go")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite RESULTS.md from the results.json in --out "
+                             "(after editing bench/NOTES.md)")
     parser.add_argument("--workdir", type=pathlib.Path, default=None,
                         help="keep the child processes' logs here (default: a temporary folder)")
     return parser
@@ -55,6 +58,10 @@ def options(args: argparse.Namespace) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.render:
+        results = json.loads((args.out / "results.json").read_text())
+        (args.out / "RESULTS.md").write_text(report.markdown(results))
+        return 0
     opts = options(args)
 
     def say(line: str) -> None:

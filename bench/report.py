@@ -267,7 +267,8 @@ def _size_section(n: str, s: Mapping[str, Any]) -> str:
         f"- Idle {ours['idle']['seconds']:.0f} s: {ours['idle']['requests_per_key_per_minute']} "
         f"requests and {ours['idle']['store_calls_per_key_per_minute']} store calls per key per "
         f"minute, operator CPU {ours['idle']['operator_cpu_seconds']} s "
-        f"({ours['idle']['operator_cpu_percent']} %).",
+        f"({ours['idle']['operator_cpu_percent']} %; second half of the window "
+        f"{ours['idle'].get('operator_cpu_seconds_second_half', '-')} s).",
         f"- Memory: RSS {ours['memory']['rss_mb']} MB after provisioning, "
         f"{ours['memory_end']['rss_mb']} MB at the end, peak {ours['memory_end']['peak_rss_mb']} "
         f"MB (floor {floor['memory']['rss_mb']} MB).",
