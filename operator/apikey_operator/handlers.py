@@ -173,6 +173,8 @@ async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) ->
 # before any handler runs (they change with every rotation step).
 @kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: kopf.ABSENT})
 async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if STATE.runtime is not None:
+        STATE.runtime.secrets.observed(body, deleted=type == "DELETED")
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") != "ApiKey" or not ref.get("controller"):
             continue

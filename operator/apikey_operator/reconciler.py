@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +50,44 @@ MAX_STEPS = 16
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
 
+class SecretCache:
+    """The operator's consumer Secrets as its watch and its own writes last showed them.
+
+    Saves a GET per reconcile. A stale entry cannot cause harm: every write is a PUT
+    with the cached resourceVersion, so a change in between is a 409, the entry is
+    dropped, and the retry reads afresh. Entries are replaced only by newer versions.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
+
+    @staticmethod
+    def _version(obj: Mapping[str, Any]) -> int | None:
+        raw = (obj.get("metadata") or {}).get("resourceVersion")
+        return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+    def lookup(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """(known, object): known is False when only a GET can tell."""
+        entry = self._entries.get((namespace, name))
+        if entry is None:
+            return False, None
+        return True, copy.deepcopy(entry[1])
+
+    def observed(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        version = self._version(obj)
+        if version is None:
+            self._entries.pop(key, None)
+            return
+        current = self._entries.get(key)
+        if current is None or version >= current[0]:
+            self._entries[key] = (version, None if deleted else copy.deepcopy(dict(obj)))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)
+
+
 @dataclass
 class Runtime:
     """What every reconcile shares: stores, the API client, limits, the clock."""
@@ -57,6 +96,7 @@ class Runtime:
     kube: KubeClient
     post_event: EventPoster
     generators: Mapping[str, KeyGenerator] = field(default_factory=dict)
+    secrets: SecretCache = field(default_factory=SecretCache)
     store_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     generate_key: Callable[[keys.KeyFormat], str] = keys.generate
@@ -201,7 +241,9 @@ class Reconciler:
                 for doc in (state.current, state.previous, state.pending):
                     if doc is not None:
                         self.rt.on_key_seen(doc.key)
-                secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
+                known, secret_obj = self.rt.secrets.lookup(ref.namespace, spec.secret_name)
+                if not known:
+                    secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
                 obs = replace(obs, store=state, secret=_secret_view(secret_obj))
             plan = rotation.plan(obs)
             for _ in range(MAX_STEPS):
@@ -293,10 +335,15 @@ class Reconciler:
         if isinstance(step, WriteSecret):
             new_body = secret_body(ref.namespace, step.name, step.data, step.labels,
                                    step.annotations, owner_reference(body), secret_obj)
-            if secret_obj is None:
-                secret_obj = await self.rt.kube.create_secret(new_body)
-            else:
-                secret_obj = await self.rt.kube.replace_secret(new_body)
+            try:
+                if secret_obj is None:
+                    secret_obj = await self.rt.kube.create_secret(new_body)
+                else:
+                    secret_obj = await self.rt.kube.replace_secret(new_body)
+            except KubeError:
+                self.rt.secrets.forget(ref.namespace, step.name)  # read afresh on the retry
+                raise
+            self.rt.secrets.observed(secret_obj)
             crashpoints.reached({"project": "after-project", "expire": "after-expire-secret",
                                  "restore": "after-restore"}[step.purpose])
             if step.event is not None:

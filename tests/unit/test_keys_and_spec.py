@@ -158,3 +158,23 @@ def test_conditions_survive_a_garbage_status(garbage: object) -> None:
     assert [(c["type"], c["status"], c["observedGeneration"]) for c in built] == [
         ("Ready", "True", 3)]
     assert condition_of(garbage, "Ready") == {}  # type: ignore[arg-type]
+
+
+def test_the_secret_cache_keeps_only_newer_versions() -> None:
+    from apikey_operator.reconciler import SecretCache
+
+    cache = SecretCache()
+    assert cache.lookup("ns", "s") == (False, None)
+    cache.observed({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "12"},
+                    "data": {"k": "bmV3"}})
+    cache.observed({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "11"},
+                    "data": {"k": "b2xk"}})
+    known, obj = cache.lookup("ns", "s")
+    assert known and obj is not None and obj["data"] == {"k": "bmV3"}
+    cache.observed({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "13"}},
+                   deleted=True)
+    assert cache.lookup("ns", "s") == (True, None)
+    cache.forget("ns", "s")
+    assert cache.lookup("ns", "s") == (False, None)
+    cache.observed({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "x"}})
+    assert cache.lookup("ns", "s") == (False, None)
