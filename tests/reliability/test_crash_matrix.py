@@ -3,12 +3,13 @@
 Every (crash point, store) case gets a namespace of its own with one ApiKey. A
 healthy operator process provisions them all; then, per case, the trigger that
 walks the key through that step is fired (a rotate or revoke annotation, a
-grace period ending, a deleted Secret) and an operator process limited to that
-case's namespace runs with `APIKEY_OPERATOR_CRASH_AT` set until it kills itself
-with SIGKILL; finally a healthy process converges everything and every
-invariant of the contract is checked against the store itself. The cases run
-side by side (one process each) so the whole matrix costs about one case's time;
-each case is still reported (and can fail) on its own.
+grace period ending after a rotation made by the healthy operator, a deleted
+Secret) and an operator process limited to that case's namespace runs with
+`APIKEY_OPERATOR_CRASH_AT` set until it kills itself with SIGKILL; finally a
+healthy process converges everything and every invariant of the contract is
+checked against the store itself. The cases run side by side (one process each)
+so the whole matrix costs about one case's time; each case is still reported
+(and can fail) on its own.
 """
 
 from __future__ import annotations
@@ -136,10 +137,19 @@ def matrix(request: pytest.FixtureRequest,
             cluster.wait_for(lambda: all(converged(cluster.api, c.namespace, "billing", version=1)
                                          for c in cases.values()),
                              timeout=60, what="provisioning of every case")
-            healthy.kill()
             for case in cases.values():
                 case.first_key = decoded_data(cluster.secret(case.namespace, "billing"))["api-key"]
+            # The expire cases rotate under the healthy operator: the crashing one then finds
+            # a previous key whose grace ends (or has ended) and expires it.
+            expiring = [c for c in cases.values() if c.trigger == "expire"]
+            for case in expiring:
                 _fire(cluster, case)
+            cluster.wait_for(lambda: all(converged(cluster.api, c.namespace, "billing", version=2)
+                                         for c in expiring), timeout=60, what="the rotations")
+            healthy.kill()
+            for case in cases.values():
+                if case.trigger != "expire":
+                    _fire(cluster, case)
             crashing = {}
             for key, case in cases.items():
                 proc = OperatorProcess(cluster.kubeconfig, workdir, stores=config,

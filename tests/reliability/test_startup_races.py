@@ -1,0 +1,50 @@
+"""Start-up ordering: what the operator does before all its caches are filled.
+
+kopf lists each resource on its own; the ApiKeys can arrive before the
+RotationPolicies. A rotation requested while the operator was down must still
+get the grace period of the key's policy, however the lists are ordered (here
+the policies LIST is made 2 s slower than the rest).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from datetime import datetime
+
+import pytest
+
+from apikey_operator.testing.faults_contract import converged
+from apikey_operator.testing.harness import LocalCluster
+from apikey_operator.testing.process import OperatorProcess
+from tests.integration.helpers import apikey, policy
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.xfail(strict=True, reason="bugs.md R2")
+def test_a_rotation_requested_while_down_gets_the_policys_grace_whatever_the_list_order(
+    bare_cluster: LocalCluster, tmp_path: pathlib.Path
+) -> None:
+    cluster = bare_cluster
+    cluster.apply(policy("hourly", rotateEvery="1h", gracePeriod="30s"))
+    cluster.apply(apikey("billing", rotationPolicyRef={"name": "hourly"}))
+    process = OperatorProcess(cluster.kubeconfig, tmp_path)
+    try:
+        process.start()
+        cluster.wait_for(lambda: converged(cluster.api, "payments", "billing", version=1),
+                         timeout=30, what="provisioning")
+        process.kill()
+        cluster.annotate("payments", "billing", {"apikeys.dev/rotate": "while-down"})
+        cluster.api.traffic.inject(delay=2.0, times=1, verbs="list", resource="rotationpolicies")
+        process.start()
+        cluster.wait_for(lambda: converged(cluster.api, "payments", "billing", version=2),
+                         timeout=30, what="the rotation")
+    finally:
+        process.stop()
+    status = (cluster.apikey("payments", "billing") or {})["status"]
+    grace = _at(status["previousKey"]["validUntil"]) - _at(status["lastRotationTime"])
+    assert grace.total_seconds() <= 31, f"the rotation used a {grace} grace, not the policy's 30s"
