@@ -237,3 +237,28 @@ def check_outcome(cluster: LocalCluster, case: CorpusCase, name: str) -> None:
     if prefix:
         handled = status.get("lastHandledRotate", "")
         assert handled.startswith(prefix) and len(handled) <= 4096, handled[:80]
+
+
+@pytest.mark.parametrize("value", ["r" * 200_000, "🔁 rotate ключ"], ids=["200kB", "unicode"])
+def test_a_huge_or_unicode_rotate_annotation_rotates_exactly_once(
+    corpus_cluster: CorpusCluster, value: str
+) -> None:
+    corpus_cluster.use(False)
+    cluster = corpus_cluster.cluster
+    ns = f"rot-{len(value)}"
+    cluster.api.ensure_namespace(ns)
+    apply(cluster, {"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
+                    "metadata": {"name": "billing"}, "spec": {}}, ns)
+    cluster.wait_ready(ns, "billing")
+    cluster.annotate(ns, "billing", {"apikeys.dev/rotate": value})
+    cluster.wait_for(lambda: ((cluster.apikey(ns, "billing") or {}).get("status") or {})
+                     .get("currentKey", {}).get("version") == 2, what="the rotation")
+    status = (cluster.apikey(ns, "billing") or {})["status"]
+    assert status["lastHandledRotate"].startswith("sha256:")
+    assert len(status["lastHandledRotate"]) <= 64
+    # Re-applying the same value (a GitOps re-sync) is not a new request.
+    cluster.annotate(ns, "billing", {"apikeys.dev/rotate": None})
+    cluster.annotate(ns, "billing", {"apikeys.dev/rotate": value})
+    time.sleep(1.0)
+    assert (cluster.apikey(ns, "billing") or {})["status"]["currentKey"]["version"] == 2
+    assert cluster.event_reasons(ns, "billing").count("Rotated") == 1
