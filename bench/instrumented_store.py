@@ -9,6 +9,7 @@ thread calls, hence the lock.
 from __future__ import annotations
 
 import collections
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -121,3 +122,20 @@ class InstrumentedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """Optional store capabilities (``write_initial``, ...), timed like the rest.
+
+        Present exactly when the inner store has them, so the operator's capability checks
+        (``isinstance(store, SupportsWriteInitial)``) see the same answer as unwrapped.
+        """
+        if name == "inner":
+            raise AttributeError(name)
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            return await self._timed(name, lambda: attr(*args, **kwargs))
+
+        return timed
