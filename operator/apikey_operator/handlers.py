@@ -59,7 +59,6 @@ class OperatorState:
     runtime: Runtime | None = None
     reconciler: Reconciler | None = None
     workers: dict[str, Worker] = field(default_factory=dict)  # by ApiKey uid
-    policies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
     namespaces_known: bool = False
 
@@ -99,7 +98,6 @@ def configure(settings: Settings) -> None:
     """Set the settings the handlers use; called by the CLI before kopf starts."""
     STATE.settings = settings
     STATE.workers.clear()
-    STATE.policies.clear()
     STATE.namespaces.clear()
     STATE.namespaces_known = False
     STATE.runtime = None
@@ -174,6 +172,8 @@ async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) ->
 @kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: kopf.ABSENT})
 async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if STATE.runtime is not None:
+        if type != "DELETED" and STATE.runtime.secrets.holds(body):
+            return  # the echo of our own write: nothing changed that we do not know
         STATE.runtime.secrets.observed(body, deleted=type == "DELETED")
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") != "ApiKey" or not ref.get("controller"):
@@ -186,12 +186,21 @@ async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
             worker.wake.set()
 
 
+@kopf.index(GROUP, VERSION, "rotationpolicies")
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str, Any]]:
+    """Every RotationPolicy by name. An index, because kopf lists indexed resources fully
+    before any ApiKey handler or worker starts: a key never plans without its policy."""
+    spec = body.get("spec")
+    return {name: {"metadata": {"name": name}, "spec": dict(spec) if isinstance(spec, Mapping)
+                   else spec}}
+
+
+def _policies(index: kopf.Index[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {name: next(iter(bodies)) for name, bodies in index.items() if len(bodies)}
+
+
 @kopf.on.event(GROUP, VERSION, "rotationpolicies")
-async def policy_event(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
-    if type == "DELETED":
-        STATE.policies.pop(name, None)
-    else:
-        STATE.policies[name] = {"metadata": {"name": name}, "spec": dict(body.get("spec", {}))}
+async def policy_event(name: str, **_: Any) -> None:
     for worker in STATE.workers.values():
         if worker.policy_name == name:
             worker.wake.set()
@@ -214,7 +223,8 @@ async def namespace_event(body: kopf.Body, name: str, type: str | None, **_: Any
 
 @kopf.daemon(GROUP, VERSION, "apikeys", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
-                        stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
+                        stopped: kopf.DaemonStopped, logger: kopf.Logger,
+                        policy_index: kopf.Index[str, Mapping[str, Any]], **_: Any) -> None:
     worker = Worker(namespace=namespace, name=name)
     STATE.workers[uid] = worker
     backoff = BACKOFF_START
@@ -242,7 +252,7 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             labels = STATE.namespaces.get(namespace) if STATE.namespaces_known else None
             delay: float | None
             try:
-                outcome = await reconciler.reconcile(snapshot, STATE.policies, labels)
+                outcome = await reconciler.reconcile(snapshot, _policies(policy_index), labels)
             except ReconcileFailed as exc:
                 if exc.status is not None:
                     worker.status_written = exc.status

@@ -87,6 +87,12 @@ class SecretCache:
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
 
+    def holds(self, obj: Mapping[str, Any]) -> bool:
+        """Whether this exact version is already known (e.g. the echo of our own write)."""
+        meta = obj.get("metadata") or {}
+        entry = self._entries.get((str(meta.get("namespace")), str(meta.get("name"))))
+        return entry is not None and entry[1] is not None and entry[0] == self._version(obj)
+
 
 @dataclass
 class Runtime:

@@ -25,7 +25,6 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@pytest.mark.xfail(strict=True, reason="bugs.md R2")
 def test_a_rotation_requested_while_down_gets_the_policys_grace_whatever_the_list_order(
     bare_cluster: LocalCluster, tmp_path: pathlib.Path
 ) -> None:

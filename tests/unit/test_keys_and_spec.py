@@ -178,3 +178,14 @@ def test_the_secret_cache_keeps_only_newer_versions() -> None:
     assert cache.lookup("ns", "s") == (False, None)
     cache.observed({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "x"}})
     assert cache.lookup("ns", "s") == (False, None)
+
+
+def test_the_secret_cache_recognises_the_echo_of_a_write() -> None:
+    from apikey_operator.reconciler import SecretCache
+
+    cache = SecretCache()
+    written = {"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "7"}}
+    assert not cache.holds(written)
+    cache.observed(written)
+    assert cache.holds(written)
+    assert not cache.holds({"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "8"}})
