@@ -52,7 +52,7 @@ async def run_size(n: int, opts: Options, workdir: pathlib.Path,
         idle = await scenarios.idle(env, n, opts.idle_seconds)
         say(f"  idle {idle['requests_per_key_per_minute']} requests/key/min")
         storm = await scenarios.rotation_storm(
-            env, n, opts.grace_seconds, min_age=2 * provisioning["all_ready_seconds"])
+            env, n, opts.grace_seconds, min_age=3 * provisioning["all_ready_seconds"])
         say(f"  rotation storm {storm['all_rotated_seconds']}s")
         singles = [key_name(i) for i in range(opts.revoke_singles)]
         revoke_one = await scenarios.revoke(env, singles, n, one_by_one=True)
