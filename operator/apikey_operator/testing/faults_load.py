@@ -17,10 +17,7 @@ stretched so the keys settle, the full contract for every key (`contract_violati
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -139,8 +136,8 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
                                "spec": {"store": store, "rotationPolicyRef": {"name": "load"}}})
         timeline = _KeyCollectingTimeline(api.url)
         timeline.start()
-        operator = QuietOperatorProcess(cluster.kubeconfig, workdir, stores=process_stores,
-                                        name="load-operator")
+        operator = OperatorProcess(cluster.kubeconfig, workdir, stores=process_stores,
+                                   name="load-operator", verbose=False)
         cleanup.callback(timeline.stop)
         cleanup.callback(operator.stop)
         operator.start()
@@ -249,25 +246,6 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
         report.leaks = len(leaks)
         report.examples += [f"leak {fp} in {source}" for source, fp in leaks[:5]]
     return report
-
-
-class QuietOperatorProcess(OperatorProcess):
-    """`apikey-operator run` at INFO: `OperatorProcess` always adds --verbose, whose DEBUG
-    lines (every HTTP request) cost the operator more CPU than the work at this scale."""
-
-    def start(self, env: Mapping[str, str] | None = None) -> OperatorProcess:
-        args = [sys.executable, "-m", "apikey_operator.cli", "run", "--config",
-                str(self.config_path), "--log-format", "json", "--standalone"]
-        full_env = dict(os.environ)
-        full_env.update({"KUBECONFIG": str(self.kubeconfig), "POD_NAMESPACE": "apikey-operator",
-                         "PYTHONUNBUFFERED": "1"})
-        full_env.pop("APIKEY_OPERATOR_CRASH_AT", None)
-        full_env.update(dict(env or {}))
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                            env=full_env)
-        self.starts += 1
-        return self
 
 
 class _KeyCollectingTimeline(SecretTimeline):

@@ -23,7 +23,8 @@ class OperatorProcess:
     def __init__(self, kubeconfig: str | pathlib.Path, workdir: str | pathlib.Path, *,
                  stores: Mapping[str, Mapping[str, object]] | None = None,
                  standalone: bool = True, extra_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, name: str = "operator") -> None:
+                 env: Mapping[str, str] | None = None, name: str = "operator",
+                 verbose: bool = True) -> None:
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = pathlib.Path(kubeconfig)
@@ -33,12 +34,16 @@ class OperatorProcess:
         self.standalone = standalone
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
+        # DEBUG logs every HTTP request: useful in tests, too costly for load runs.
+        self.verbose = verbose
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self, env: Mapping[str, str] | None = None) -> OperatorProcess:
         args = [sys.executable, "-m", "apikey_operator.cli", "run", "--config",
-                str(self.config_path), "--log-format", "json", "--verbose", *self.extra_args]
+                str(self.config_path), "--log-format", "json", *self.extra_args]
+        if self.verbose:
+            args.append("--verbose")
         if self.standalone:
             args.append("--standalone")
         full_env = dict(os.environ)
