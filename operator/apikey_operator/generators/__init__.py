@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ from apikey_operator.generators.base import (
     KeyGenerator,
     MintedKey,
 )
+from apikey_operator.registry import Registry
 
 __all__ = [
     "GeneratorConfigError",
@@ -32,24 +32,7 @@ BACKEND_MODULES: Mapping[str, str] = {
     "webhook": "apikey_operator.generators.webhook",
 }
 
-_factories: dict[str, GeneratorFactory] = {}
-
-
-def register(type_name: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
-    def decorate(factory: GeneratorFactory) -> GeneratorFactory:
-        if type_name in _factories:
-            raise RuntimeError(f"generator type {type_name!r} is registered twice")
-        _factories[type_name] = factory
-        return factory
-
-    return decorate
-
-
-def factory_for(type_name: str) -> GeneratorFactory:
-    if type_name not in _factories:
-        module = BACKEND_MODULES.get(type_name)
-        if module is None:
-            known = ", ".join(sorted(BACKEND_MODULES))
-            raise GeneratorConfigError(f"unknown generator type {type_name!r} (known: {known})")
-        importlib.import_module(module)
-    return _factories[type_name]
+_registry: Registry[GeneratorFactory] = Registry("generator", BACKEND_MODULES,
+                                                 GeneratorConfigError)
+register = _registry.register
+factory_for = _registry.factory_for

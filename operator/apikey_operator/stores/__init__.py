@@ -6,10 +6,10 @@ cloud SDKs (hvac, boto3) are loaded only in their own module and only if needed.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from apikey_operator.registry import Registry
 from apikey_operator.stores.base import (
     KeyRef,
     Store,
@@ -47,32 +47,6 @@ BACKEND_MODULES: Mapping[str, str] = {
     "aws-secrets-manager": "apikey_operator.stores.aws",
 }
 
-_factories: dict[str, StoreFactory] = {}
-
-
-def register(type_name: str) -> Callable[[StoreFactory], StoreFactory]:
-    """Register the factory for a config `type`; a second registration is a bug."""
-
-    def decorate(factory: StoreFactory) -> StoreFactory:
-        if type_name in _factories:
-            raise RuntimeError(f"store type {type_name!r} is registered twice")
-        _factories[type_name] = factory
-        return factory
-
-    return decorate
-
-
-def factory_for(type_name: str) -> StoreFactory:
-    """The factory for a config `type`, importing its module on first use."""
-    if type_name not in _factories:
-        module = BACKEND_MODULES.get(type_name)
-        if module is None:
-            known = ", ".join(sorted(BACKEND_MODULES))
-            raise StoreConfigError(f"unknown store type {type_name!r} (known: {known})")
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise StoreConfigError(
-                f"store type {type_name!r} needs a package that is not installed: {exc.name}"
-            ) from None
-    return _factories[type_name]
+_registry: Registry[StoreFactory] = Registry("store", BACKEND_MODULES, StoreConfigError)
+register = _registry.register
+factory_for = _registry.factory_for
