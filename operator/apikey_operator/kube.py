@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import copy
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, cast
 
 import httpx2 as httpx
 from lightkube import AsyncClient
@@ -23,6 +23,7 @@ from lightkube.types import PatchType
 from apikey_operator.spec import GROUP, VERSION
 
 FIELD_MANAGER = "apikey-operator"
+T = TypeVar("T")
 
 ApiKeyResource = create_namespaced_resource(GROUP, VERSION, "ApiKey", "apikeys")
 _WORKLOADS = {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}
@@ -91,71 +92,61 @@ class KubeClient:
             await self._client.close()
             self._client = None
 
-    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _call(self, what: str, call: Awaitable[T], *, missing_ok: bool = False) -> T | None:
+        """Await an API call with the one error mapping; None for a 404 when `missing_ok`."""
         try:
-            obj = await self.client.get(Secret, name=name, namespace=namespace)
+            return await call
         except ApiError as exc:
-            if exc.status.code == 404:
+            if missing_ok and exc.status.code == 404:
                 return None
-            raise _map_error(exc, f"reading Secret {namespace}/{name}") from None
+            raise _map_error(exc, what) from None
         except httpx.HTTPError as exc:
-            raise _map_error(exc, f"reading Secret {namespace}/{name}") from None
-        return _as_dict(obj)
+            raise _map_error(exc, what) from None
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = await self._call(f"reading Secret {namespace}/{name}",
+                               self.client.get(Secret, name=name, namespace=namespace),
+                               missing_ok=True)
+        return None if obj is None else _as_dict(obj)
 
     async def create_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        try:
-            obj = await self.client.create(cast(Secret, Secret.from_dict(dict(body))))
-        except (ApiError, httpx.HTTPError) as exc:
-            raise _map_error(exc, f"creating Secret {meta['namespace']}/{meta['name']}") from None
-        return _as_dict(obj)
+        return _as_dict(await self._call(
+            f"creating Secret {meta['namespace']}/{meta['name']}",
+            self.client.create(cast(Secret, Secret.from_dict(dict(body))))))
 
     async def replace_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """PUT with the body's resourceVersion: a concurrent change gives KubeTransient (409)."""
         meta = body["metadata"]
-        try:
-            obj = await self.client.replace(cast(Secret, Secret.from_dict(dict(body))))
-        except (ApiError, httpx.HTTPError) as exc:
-            raise _map_error(exc, f"updating Secret {meta['namespace']}/{meta['name']}") from None
-        return _as_dict(obj)
+        return _as_dict(await self._call(
+            f"updating Secret {meta['namespace']}/{meta['name']}",
+            self.client.replace(cast(Secret, Secret.from_dict(dict(body))))))
 
     async def delete_secret(self, namespace: str, name: str) -> None:
-        try:
-            await self.client.delete(Secret, name=name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise _map_error(exc, f"deleting Secret {namespace}/{name}") from None
-        except httpx.HTTPError as exc:
-            raise _map_error(exc, f"deleting Secret {namespace}/{name}") from None
+        await self._call(f"deleting Secret {namespace}/{name}",
+                         self.client.delete(Secret, name=name, namespace=namespace),
+                         missing_ok=True)
 
     async def patch_apikey_status(self, namespace: str, name: str,
                                   status: Mapping[str, Any]) -> None:
         """Merge-patch status; None values remove fields."""
-        try:
-            await self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
-                                    obj={"status": dict(status)}, patch_type=PatchType.MERGE)
-        except (ApiError, httpx.HTTPError) as exc:
-            raise _map_error(exc, f"updating status of ApiKey {namespace}/{name}") from None
+        await self._call(f"updating status of ApiKey {namespace}/{name}",
+                         self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
+                                           obj={"status": dict(status)},
+                                           patch_type=PatchType.MERGE))
 
     async def patch_apikey_annotations(self, namespace: str, name: str,
                                        annotations: Mapping[str, str | None]) -> None:
-        try:
-            await self.client.patch(ApiKeyResource, name=name, namespace=namespace,
-                                    obj={"metadata": {"annotations": dict(annotations)}},
-                                    patch_type=PatchType.MERGE)
-        except (ApiError, httpx.HTTPError) as exc:
-            raise _map_error(exc, f"annotating ApiKey {namespace}/{name}") from None
+        await self._call(f"annotating ApiKey {namespace}/{name}",
+                         self.client.patch(ApiKeyResource, name=name, namespace=namespace,
+                                           obj={"metadata": {"annotations": dict(annotations)}},
+                                           patch_type=PatchType.MERGE))
 
     async def get_apikey(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.get(ApiKeyResource, name=name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _map_error(exc, f"reading ApiKey {namespace}/{name}") from None
-        except httpx.HTTPError as exc:
-            raise _map_error(exc, f"reading ApiKey {namespace}/{name}") from None
-        return _as_dict(obj)
+        obj = await self._call(f"reading ApiKey {namespace}/{name}",
+                               self.client.get(ApiKeyResource, name=name, namespace=namespace),
+                               missing_ok=True)
+        return None if obj is None else _as_dict(obj)
 
     async def list_apikeys(self, namespace: str | None = None) -> list[dict[str, Any]]:
         try:
@@ -173,16 +164,12 @@ class KubeClient:
         """
         resource: Any = _WORKLOADS[kind]
         patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
-        try:
-            await self.client.patch(resource, name=name, namespace=namespace, obj=patch,
-                                    patch_type=PatchType.MERGE)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise _map_error(exc, f"restarting {kind} {namespace}/{name}") from None
-        except httpx.HTTPError as exc:
-            raise _map_error(exc, f"restarting {kind} {namespace}/{name}") from None
-        return True
+        patched = await self._call(
+            f"restarting {kind} {namespace}/{name}",
+            self.client.patch(resource, name=name, namespace=namespace, obj=patch,
+                              patch_type=PatchType.MERGE),
+            missing_ok=True)
+        return patched is not None
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
