@@ -66,8 +66,9 @@ class KubernetesStore:
     type_name: ClassVar[str] = "kubernetes"
 
     # Objects this store last read or wrote, so a rotation's later steps need no GET: the
-    # PUT carries the cached resourceVersion, and any change in between is a 409.
-    RECENT_LIMIT = 8192
+    # PUT carries the cached resourceVersion, and any change in between is a 409. Only
+    # reconciles in flight need an entry (each starts with a fresh read), so it stays small.
+    RECENT_LIMIT = 256
 
     def __init__(self, name: str, operator_namespace: str, kube: KubeClient | None = None) -> None:
         self.name = name
