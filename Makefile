@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean helm-engine
+.PHONY: demo test lint unit integration bench clean tools control-plane
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Go-built tools (kube-apiserver, kube-controller-manager, etcd, helm, prometheus, promtool),
+# pinned by the wrapper modules in tools/go/ and cached per version (see tools/build-go-tools).
+tools:
+	tools/build-go-tools
+
+control-plane:
+	tools/build-go-tools kubernetes etcd
+
+demo: $(STAMP) control-plane
 	$(BIN)/apikey-operator sandbox $(SANDBOX_ARGS)
 
 lint: $(STAMP)
@@ -26,14 +34,10 @@ unit: $(STAMP)
 # Most integration tests wait on clocks and servers, so several workers share 2 cores well.
 PYTEST_WORKERS ?= 3
 
-test: $(STAMP) lint helm-engine
+test: $(STAMP) lint tools
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-# Helm's engine (helm-sdkpy, Python 3.12) for the chart tests, built once before the workers start.
-helm-engine: $(STAMP)
-	$(BIN)/python tests/chart/helm_engine.py
-
-bench: $(STAMP)
+bench: $(STAMP) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -175,7 +175,14 @@ async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type != "DELETED" and STATE.runtime.secrets.holds(body):
             return  # the echo of our own write: nothing changed that we do not know
         STATE.runtime.secrets.observed(body, deleted=type == "DELETED")
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+    meta = body.get("metadata", {})
+    if type == "DELETED":
+        # A Secret that blocked a key (SecretConflict) is gone: that key can provision now.
+        for blocked in STATE.workers.values():
+            if (blocked.namespace, blocked.secret_name) == (meta.get("namespace"),
+                                                            meta.get("name")):
+                blocked.wake.set()
+    for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") != "ApiKey" or not ref.get("controller"):
             continue
         worker = STATE.workers.get(str(ref.get("uid")))
@@ -239,6 +246,10 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             spec = body.get("spec") or {}
             ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
             worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
+            target = spec.get("secret") if isinstance(spec, Mapping) else None
+            target_name = target.get("name") if isinstance(target, Mapping) else None
+            worker.secret_name = target_name if isinstance(target_name, str) and target_name \
+                else name
             raw_status = body.get("status")
             status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
             if worker.status_written is not None:

@@ -1,20 +1,23 @@
-"""The chart rendered by Helm's real engine: valid manifests, hardened pod, least-privilege RBAC."""
+"""The chart rendered by the real helm CLI: valid manifests, hardened pod, least-privilege RBAC."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from helm_engine import CHART, Render, RenderError, lint_chart
+from chart_tools import CHART, KUBE_VERSION, Helm, Render, RenderError, documents
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBE_VERSION = "1.33.0"
+# kubernetes-validate's schemas (per minor): a Kubernetes the chart has been checked on, and the
+# one `helm template` renders for (the repository's pinned kube-apiserver).
+SCHEMA_VERSIONS = ["1.33.0", "{}.{}.0".format(*KUBE_VERSION.split(".")[:2])]
 # Kinds served by CRDs (ours, kopf's, the Prometheus Operator's): no upstream schema.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
 
@@ -114,7 +117,8 @@ def test_every_manifest_is_valid_for_kubernetes(render: Render, name: str) -> No
     for obj in rendered["objects"]:
         if obj["kind"] in CUSTOM_KINDS:
             continue
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        for version in SCHEMA_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -334,16 +338,61 @@ def test_values_schema_rejects_bad_values(render: Render, values: dict[str, Any]
         render(values)
 
 
-def test_helm_lint_reports_no_warnings(helm_python: str) -> None:
-    report = lint_chart(helm_python)
-    assert report["errors"] == []
-    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+def lint_findings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """helm lint's [WARNING] and [ERROR] lines ([INFO] ones are advice, e.g. a chart icon)."""
+    return [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.startswith(("[WARNING]", "[ERROR]"))
+    ]
 
 
-def test_helm_lint_catches_a_broken_template(helm_python: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_helm_lint_strict_passes(helm: Helm, name: str) -> None:
+    result = helm.lint(values=SCENARIOS[name], strict=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lint_findings(result) == []
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_helm_lint_catches_a_broken_template(helm: Helm, tmp_path: Path) -> None:
     broken = tmp_path / "apikey-operator"
     shutil.copytree(CHART, broken)
     (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.deeper }}\n")
-    report = lint_chart(helm_python, broken)
-    assert report["errors"]
-    assert any(m["severity"] == 3 for m in report["messages"])
+    result = helm.lint(broken, strict=True)
+    assert result.returncode == 1
+    (error,) = [line for line in lint_findings(result) if line.startswith("[ERROR]")]
+    assert "templates/broken.yaml" in error and "nil pointer" in error
+    assert "1 chart(s) linted, 1 chart(s) failed" in result.stdout + result.stderr
+
+
+def test_notes_describe_the_release(render: Render) -> None:
+    sharded = render(HA_SHARDED)["notes"]
+    assert sharded.startswith("apikey-operator 0.1.0 is installed in namespace apikey-operator.")
+    assert "Watching: namespaces billing,payments\n" in sharded
+    assert 'Mode:     3 replicas, kopf peering "apikey-operator" (one active)\n' in sharded
+    assert "Stores:   aws, kubernetes, vault\n" in sharded
+    assert "rollout status deployment/apikey-operator" in sharded
+    assert "did not install the CRDs" not in sharded
+    minimal = render(MINIMAL)["notes"]
+    assert "Watching: all namespaces\n" in minimal
+    assert "Mode:     standalone (1 replica)\n" in minimal
+    assert minimal.rstrip().endswith("repository's crds/ folder before creating ApiKeys.")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_install_renders_what_template_renders(render: Render, name: str) -> None:
+    """`helm install` against a real API server makes the manifest `helm template` printed
+    (the chart's crds/ folder aside, which install keeps out of the release manifest)."""
+    rendered = render(SCENARIOS[name])
+    release = rendered["release"]
+    assert release["info"]["status"] == "pending-install"
+    assert release["namespace"] == "apikey-operator"
+    from_crds_folder = [
+        o
+        for o in rendered["objects"]
+        if o["kind"] == "CustomResourceDefinition" and o["spec"]["group"] == "kopf.dev"
+    ]
+    assert len(from_crds_folder) == 2
+    templated = [o for o in rendered["objects"] if o not in from_crds_folder]
+    assert documents(release["manifest"]) == templated

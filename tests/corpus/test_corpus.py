@@ -1,6 +1,6 @@
 """The hostile-input corpus: every manifest in cases/ is applied and its exact outcome asserted.
 
-One emulated API server (validating against crds/) and one operator serve the
+One real kube-apiserver (validating against crds/) and one operator serve the
 whole corpus; every case gets a namespace of its own. For each case the runner
 checks the outcome written in the file, that no other object changed (every
 resourceVersion outside the case's own new objects is as before), and that the
@@ -16,12 +16,10 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import httpx2 as httpx
 import pytest
 import yaml
 
 from apikey_operator import keys
-from apikey_operator.testing.emulator import KubernetesApiError
 from apikey_operator.testing.faults_contract import decoded_data
 from apikey_operator.testing.harness import (
     APIKEYS,
@@ -30,6 +28,7 @@ from apikey_operator.testing.harness import (
     LocalCluster,
     default_crd_dir,
 )
+from apikey_operator.testing.kubeapi import KubernetesApiError
 from tests.corpus.manifests import OUTCOMES, CorpusCase, load_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -50,14 +49,17 @@ class CorpusCluster:
     def use(self, schemaless: bool) -> None:
         if schemaless == self.schemaless:
             return
+        if not schemaless:
+            self.cluster.restore_crds()
+            self.schemaless = False
+            return
         for file in CRD_FILES:
             crd = yaml.safe_load((default_crd_dir() / file).read_text())
-            if schemaless:
-                for version in crd["spec"]["versions"]:
-                    version["schema"]["openAPIV3Schema"] = {
-                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}
-            self.cluster.api.call(self.cluster.api.emulator.install_crd, crd)
-        self.schemaless = schemaless
+            for version in crd["spec"]["versions"]:
+                version["schema"]["openAPIV3Schema"] = {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            self.cluster.install_crd(crd)
+        self.schemaless = True
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +192,11 @@ def check_rejected(cluster: LocalCluster, case: CorpusCase, doc: Any) -> None:
     status = int(case.expect["status"])
     if not isinstance(doc, dict) or case.id.split("-", 1)[1].startswith("raw-"):
         # What kubectl would send for a document that is not an ApiKey object.
-        response = httpx.post(
-            f"{cluster.api.url}/apis/apikeys.dev/v1alpha1/namespaces/{case.namespace}/apikeys",
-            content=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
-        assert response.status_code == status, response.text[:300]
+        with pytest.raises(KubernetesApiError) as raw:
+            cluster.api.request(
+                "POST", f"/apis/apikeys.dev/v1alpha1/namespaces/{case.namespace}/apikeys",
+                json.dumps(doc).encode())
+        assert raw.value.status == status, raw.value.message[:300]
         assert cluster.api.list_objects(APIKEYS, case.namespace) == []
         return
     with pytest.raises(KubernetesApiError) as info:

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from apikey_operator import keys
-from apikey_operator.testing.emulator import KubernetesApiError
 from apikey_operator.testing.harness import APIKEYS, SECRETS, LocalCluster, default_crd_dir
+from apikey_operator.testing.kubeapi import KubernetesApiError
 from tests.integration.helpers import apikey, store_valid_keys
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_an_object_that_skipped_schema_validation_is_still_validated(
     for version in crd["spec"]["versions"]:
         version["schema"]["openAPIV3Schema"] = {
             "type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    cluster.api.call(cluster.api.emulator.install_crd, crd)
+    cluster.install_crd(crd)
     created = cluster.apply(apikey("lenient", key={"length": 4096, "encoding": "rot13"}))
     assert created["spec"]["key"]["length"] == 4096
     cond = cluster.wait_reason("payments", "lenient", "InvalidSpec")

@@ -63,7 +63,7 @@ def test_revoke_removes_the_old_key_from_secret_and_store_at_once(cluster: Local
 def test_a_fast_policy_rotates_on_time_and_expires_the_old_key_on_time(
     cluster: LocalCluster
 ) -> None:
-    timeline = SecretTimeline(cluster.api.url).start()
+    timeline = SecretTimeline(cluster.api).start()
     try:
         cluster.apply(policy("fast", rotateEvery="10s", gracePeriod="3s"))
         cluster.apply(apikey("billing", rotationPolicyRef={"name": "fast"}))

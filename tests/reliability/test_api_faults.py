@@ -85,7 +85,7 @@ def api_faults() -> Iterator[ApiRun]:
         for case in cases.values():
             cluster.wait_ready("payments", case.name)
             case.first_key = decoded_data(cluster.secret("payments", case.name))["api-key"]
-        timeline = SecretTimeline(cluster.api.url).start()
+        timeline = SecretTimeline(cluster.api).start()
         faults = [f for c in cases.values() for f in _inject(cluster, c.fault, c.name)]
         mark = cluster.api.traffic.mark()
         started = time.monotonic()

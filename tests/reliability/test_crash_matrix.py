@@ -129,7 +129,7 @@ def matrix(request: pytest.FixtureRequest,
             if case.trigger == "expire":
                 spec["rotationPolicyRef"] = {"name": "short-grace"}
             cluster.apply(apikey("billing", namespace=case.namespace, **spec))
-        timeline = SecretTimeline(cluster.api.url).start()
+        timeline = SecretTimeline(cluster.api).start()
         processes: list[OperatorProcess] = []
         try:
             healthy = OperatorProcess(cluster.kubeconfig, workdir, stores=config, name="healthy")

@@ -20,7 +20,7 @@ from typing import Any
 from apikey_operator.keys import fingerprint
 from apikey_operator.stores import KeyRef, StoreState, factory_for
 from apikey_operator.stores.kubernetes import _state_of, store_secret_name
-from apikey_operator.testing.kube_runner import EmulatorRunner
+from apikey_operator.testing.kubeapi import KubeApi
 
 OPERATOR_NAMESPACE = "apikey-operator"
 APIKEYS = "apikeys.dev/v1alpha1/apikeys"
@@ -31,7 +31,7 @@ class StoreProbe:
     """Reads one configured store's entries the way an auditor would: from the backend."""
 
     def __init__(
-        self, api: EmulatorRunner, store_name: str, config: Mapping[str, Any] | None = None
+        self, api: KubeApi, store_name: str, config: Mapping[str, Any] | None = None
     ) -> None:
         self.api = api
         self.store_name = store_name
@@ -79,7 +79,7 @@ class Expectation:
 
 
 def contract_violations(
-    api: EmulatorRunner,
+    api: KubeApi,
     probe: StoreProbe,
     namespace: str,
     name: str,
@@ -172,7 +172,7 @@ def contract_violations(
 
 
 def converged(
-    api: EmulatorRunner, namespace: str, name: str, *, version: int | None = None
+    api: KubeApi, namespace: str, name: str, *, version: int | None = None
 ) -> bool:
     """Ready=True for the current generation (and at `version`, if given)."""
     body = api.get_object(APIKEYS, namespace, name)

@@ -36,6 +36,7 @@ from apikey_operator.testing.faults_leakscan import LeakScan
 from apikey_operator.testing.harness import APIKEYS, POLICIES, LocalCluster
 from apikey_operator.testing.invariants import SecretTimeline
 from apikey_operator.testing.kube_traffic import WRITE_VERBS
+from apikey_operator.testing.kubeapi import KubeApi
 from apikey_operator.testing.process import OperatorProcess
 from apikey_operator.testing.servers import TcpProxy
 
@@ -134,7 +135,7 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
             api.create_object({"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
                                "metadata": {"name": name, "namespace": ns},
                                "spec": {"store": store, "rotationPolicyRef": {"name": "load"}}})
-        timeline = _KeyCollectingTimeline(api.url)
+        timeline = _KeyCollectingTimeline(api)
         timeline.start()
         operator = OperatorProcess(cluster.kubeconfig, workdir, stores=process_stores,
                                    name="load-operator", verbose=False)
@@ -252,8 +253,8 @@ class _KeyCollectingTimeline(SecretTimeline):
     """The invariant timeline, also remembering every key any consumer Secret ever held
     (the operator runs in another process, so this is how the leak scan learns them)."""
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__(base_url)
+    def __init__(self, api: KubeApi) -> None:
+        super().__init__(api)
         self.keys_seen: set[str] = set()
 
     def _on_event(self, event: Mapping[str, Any]) -> None:

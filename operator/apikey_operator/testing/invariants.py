@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2 as httpx
+from apikey_operator.testing.kubeapi import KubeApi, KubernetesApiError
 
 STORE_NAMESPACE = "apikey-operator"
 
@@ -43,8 +43,8 @@ def store_valid_keys(store_secret: Mapping[str, Any]) -> set[str]:
 class SecretTimeline:
     """Watches every Secret write and records invariant violations (as descriptions)."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
         self.consumers: dict[tuple[str, str], dict[str, Any]] = {}
         self.stores: dict[str, dict[str, Any]] = {}
         self.violations: list[str] = []
@@ -65,21 +65,24 @@ class SecretTimeline:
         self._thread.join(5)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=None) as client:
-            while not self._stop.is_set():
-                params = {"watch": "true", "timeoutSeconds": "2"}
-                if self.last_rv:
-                    # Resume where the previous stream ended so no write goes unseen.
-                    params["resourceVersion"] = self.last_rv
-                with contextlib.suppress(httpx.HTTPError), client.stream(
-                    "GET", "/api/v1/secrets", params=params
-                ) as response:
-                    self._started.set()
-                    for line in response.iter_lines():
-                        if line.strip():
-                            self._on_event(json.loads(line))
-                        if self._stop.is_set():
-                            return
+        while not self._stop.is_set():
+            # Resume where the previous stream ended so no write goes unseen; the first
+            # stream (no resourceVersion) starts with every existing Secret as ADDED.
+            stream = self.api.watch("v1/secrets", resource_version=self.last_rv or None,
+                                    timeout=2, on_open=self._started.set)
+            with contextlib.suppress(KubernetesApiError, OSError, ValueError):
+                for event in stream:
+                    if event.get("type") == "ERROR":  # e.g. 410 Gone: start over
+                        self.last_rv = ""
+                        break
+                    if event.get("type") == "BOOKMARK":
+                        rv = ((event.get("object") or {}).get("metadata") or {}).get(
+                            "resourceVersion")
+                        self.last_rv = str(rv or self.last_rv)
+                        continue
+                    self._on_event(event)
+                    if self._stop.is_set():
+                        return
 
     def _on_event(self, event: Mapping[str, Any]) -> None:
         obj = event.get("object") or {}

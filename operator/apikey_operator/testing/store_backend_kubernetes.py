@@ -1,6 +1,6 @@
-"""The built-in Kubernetes store as a contract-suite backend, on the emulated API server.
+"""The built-in Kubernetes store as a contract-suite backend, on the real control plane.
 
-The store talks to the emulator through a `TcpProxy`, so the suite's outage cases
+The store talks to kube-apiserver through a `TcpProxy`, so the suite's outage cases
 (refused connections, hung server) apply to it like to OpenBao and moto.
 """
 
@@ -25,9 +25,9 @@ from apikey_operator.stores.kubernetes import (
     KubernetesStore,
     store_secret_name,
 )
-from apikey_operator.testing.harness import OPERATOR_NAMESPACE, SECRETS, default_crd_dir
-from apikey_operator.testing.kube_runner import EmulatorRunner
-from apikey_operator.testing.kubeconfig import write_kubeconfig
+from apikey_operator.testing.controlplane import ControlPlane, reset_cluster, shared_control_plane
+from apikey_operator.testing.harness import OPERATOR_NAMESPACE, SECRETS
+from apikey_operator.testing.kubeapi import KubeApi
 from apikey_operator.testing.servers import TcpProxy
 
 TEST_TIMEOUT_SECONDS = 2.0
@@ -36,10 +36,11 @@ TEST_TIMEOUT_SECONDS = 2.0
 class KubernetesBackend:
     name = "kubernetes"
 
-    def __init__(self, runner: EmulatorRunner, proxy: TcpProxy, workdir: pathlib.Path) -> None:
-        self.runner = runner
+    def __init__(self, plane: ControlPlane, proxy: TcpProxy, workdir: pathlib.Path) -> None:
+        self.runner: KubeApi = plane.api
         self.proxy: TcpProxy | None = proxy
-        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", proxy.address)
+        self.kubeconfig = plane.write_kubeconfig(workdir / "kubeconfig",
+                                                 server=f"https://127.0.0.1:{proxy.port}")
         self._stores: list[Store] = []
 
     def config(self, **overrides: Any) -> dict[str, Any]:
@@ -99,13 +100,15 @@ class KubernetesBackend:
 
 @pytest_asyncio.fixture
 async def store_backend_kubernetes() -> AsyncIterator[KubernetesBackend]:
-    """The built-in store against a fresh emulated API behind an outage proxy."""
+    """The built-in store against the real control plane (reset) behind an outage proxy."""
+    plane = shared_control_plane()
+    reset_cluster(plane.api, (OPERATOR_NAMESPACE, "default"))
+    port = int(plane.url.rsplit(":", 1)[1])
     with (
         tempfile.TemporaryDirectory(prefix="kube-store-") as tmp,
-        EmulatorRunner(crd_paths=[default_crd_dir()], namespaces=(OPERATOR_NAMESPACE,)) as runner,
-        TcpProxy(runner.port) as proxy,
+        TcpProxy(port) as proxy,
     ):
-        backend = KubernetesBackend(runner, proxy, pathlib.Path(tmp))
+        backend = KubernetesBackend(plane, proxy, pathlib.Path(tmp))
         try:
             yield backend
         finally:
