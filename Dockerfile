@@ -9,7 +9,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip wheel --wheel-dir /wheels ".[vault,aws]"
+# The test harness (control plane, proxies, fake vendor) is for tests, not for the image.
+RUN rm -rf operator/apikey_operator/testing \
+    && pip wheel --wheel-dir /wheels ".[vault,aws]"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="apikey-operator" \

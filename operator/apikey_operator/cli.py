@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("args", nargs=argparse.REMAINDER,
                       help="paths and options, passed to the scanner (try: scan --help)")
 
-    sandbox = sub.add_parser("sandbox", help="the real operator against a local emulated API")
+    sandbox = sub.add_parser("sandbox",
+                             help="the real operator on a local real control plane (a demo)")
     sandbox.add_argument("--non-interactive", action="store_true",
                          help="exit after the examples are Ready and a rotation was shown")
     sandbox.add_argument("--workdir", default=".sandbox")

@@ -1,7 +1,7 @@
 """The contract's invariants, checked after convergence against any store.
 
 `StoreProbe` reads what a store holds for one ApiKey straight from the backend
-(the built-in store's Secret through the emulator, Vault and AWS through a fresh
+(the built-in store's Secret through kube-apiserver, Vault and AWS through a fresh
 store object), independently of the operator under test. `contract_violations`
 compares that with the consumer Secret and the ApiKey's status and returns a
 description of every broken promise (never key material: fingerprints only).

@@ -5,13 +5,13 @@ log pipelines look. Register it from the top-level conftest::
 
 What is recorded as a key: everything `redaction.register` sees in this process (the
 in-thread operator, stores, generators), and every key held in any consumer Secret or
-built-in store Secret of every emulated cluster when it stops (this covers operator child
+built-in store Secret of every local cluster when it stops (this covers operator child
 processes too, for the keys still valid at that moment).
 
 Where keys must not appear: every log record of this process at any level, after the
 operator's redaction (message, exception text and extra fields, as the JSON and text
 formats render them, so exception messages too); the logs of every `OperatorProcess`;
-every emulated cluster's Events, ApiKeys and RotationPolicies (status, annotations,
+every local cluster's Events, ApiKeys and RotationPolicies (status, annotations,
 labels) and Secret metadata; the Prometheus metrics output.
 
 The session-scoped autouse fixture `suite_leak_scan` fails the run at its end with the

@@ -1,4 +1,4 @@
-"""Request accounting and fault injection for the emulated API server.
+"""Request accounting and fault injection for the API proxy in front of kube-apiserver.
 
 Every request is recorded once with its Kubernetes verb (``get``, ``list``, ``watch``,
 ``create``, ``update``, ``patch``, ``delete``, ``deletecollection``) and resource, so that tests
@@ -110,7 +110,7 @@ class Fault:
 class Traffic:
     """The request log (bounded), per-verb counters (unbounded, tiny) and the fault rules.
 
-    Safe to read from any thread: the emulator's loop appends under a lock.
+    Safe to read from any thread: the proxy's loop appends under a lock.
     """
 
     max_records: int = 100_000
