@@ -38,7 +38,10 @@ RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+# A Secret data key as kube-apiserver validates one (IsConfigMapKey): the alphabet, at most
+# 253 characters, and neither "." nor anything starting with "..", which the kubelet's atomic
+# volume writer reserves (..data, ..2026_...).
+_DATA_KEY = re.compile(r"^(?!\.\.)(?!\.$)[-._a-zA-Z0-9]{1,253}$")
 _STORE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SCOPE = re.compile(r"^[A-Za-z0-9:._/*-]{1,128}$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")

@@ -233,7 +233,8 @@ def check_outcome(cluster: LocalCluster, case: CorpusCase, name: str) -> None:
     status = body["status"]
     secret = cluster.secret(ns, secret_name_of(body, name))
     data = decoded_data(secret)
-    assert keys.fingerprint(data["api-key"]) == status["currentKey"]["fingerprint"]
+    current_key = ((body.get("spec") or {}).get("secret") or {}).get("currentKey", "api-key")
+    assert keys.fingerprint(data[current_key]) == status["currentKey"]["fingerprint"]
     for key, value in (expect.get("secretAnnotation") or {}).items():
         assert (secret or {})["metadata"]["annotations"][key] == value
     prefix = expect.get("handledRotatePrefix")

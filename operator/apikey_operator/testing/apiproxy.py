@@ -27,10 +27,11 @@ import aiohttp.web
 
 from apikey_operator.testing.kube_traffic import Traffic, reason_for
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and the ones aiohttp recomputes.
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones aiohttp recomputes. Content-Encoding passes
+# through with the body as it came (no decompression here): kube-apiserver gzips large lists
+# for clients that accept it, and those clients must see the header to decode them.
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                  "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-                  "content-encoding"})
+                  "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
 
 
 @dataclass(frozen=True, slots=True)
