@@ -137,6 +137,17 @@ def test_a_ring_without_a_current_key_refuses_everything(tmp_path: Path) -> None
     assert ring.verify(OLD)
 
 
+def test_without_the_current_key_the_previous_key_is_refused_too(tmp_path: Path) -> None:
+    """Fail closed: a volume with only the previous key is a broken mount, not a grace."""
+    volume = SecretVolume(tmp_path)
+    volume.write({"api-key-previous": OLD})
+    ring = KeyRing.from_directory(str(tmp_path))
+    assert not ring.has_current
+    assert not ring.verify(OLD)
+    volume.write({"api-key": NEW, "api-key-previous": OLD})
+    assert ring.verify(NEW) and ring.verify(OLD)
+
+
 def test_a_missing_folder_fails_at_construction(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable):
         KeyRing.from_directory(str(tmp_path / "absent"))

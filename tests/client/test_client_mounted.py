@@ -180,3 +180,60 @@ def test_a_snapshot_never_mixes_two_versions(tmp_path: Path) -> None:
     _read_while(writer, read)
     assert mixed == []
     assert len(currents) > 20
+
+
+def _kubelet_like(tmp_path: Path, target: str) -> Path:
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    os.symlink(target, mount / "..data")
+    os.symlink("..data/api-key", mount / "api-key")
+    return mount
+
+
+def test_an_absolute_data_link_is_not_followed_out_of_the_mount(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "api-key").write_text("not-from-the-mount")
+    mount = _kubelet_like(tmp_path, str(outside))
+    with pytest.raises(SourceUnavailable, match="outside the key folder"):
+        MountedSecretSource(str(mount)).read()
+
+
+def test_a_nested_data_link_is_not_followed(tmp_path: Path) -> None:
+    mount = _kubelet_like(tmp_path, "../elsewhere")
+    with pytest.raises(SourceUnavailable, match="outside the key folder"):
+        MountedSecretSource(str(mount)).read()
+
+
+def test_a_key_file_linked_out_of_a_plain_folder_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret-elsewhere"
+    secret.write_text("someone-elses")
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    os.symlink(secret, folder / "api-key")
+    with pytest.raises(SourceUnavailable, match="link out of the key folder"):
+        MountedSecretSource(str(folder)).read()
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "api-key")
+    result: list[BaseException | str] = []
+
+    def read() -> None:
+        try:
+            result.append(MountedSecretSource(str(tmp_path)).read())
+        except BaseException as exc:
+            result.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading a FIFO blocked"
+    assert isinstance(result[0], SourceUnavailable) and "not a regular file" in str(result[0])
+
+
+def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    with open(tmp_path / "api-key", "wb") as handle:
+        handle.truncate(300 * 1024 * 1024)  # sparse: 300 MB long, no disk used
+    with pytest.raises(SourceUnavailable, match="more than a key file holds"):
+        MountedSecretSource(str(tmp_path)).read()

@@ -18,6 +18,8 @@ development) is read directly.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,6 +29,11 @@ DATA_DIR_LINK = "..data"
 # Each retry follows a swap that happened within microseconds of our read; a
 # kubelet swaps at most every sync period, so a handful is plenty.
 MAX_ATTEMPTS = 8
+# A key file holds one key (at most a few hundred bytes); anything larger is not ours and is
+# never read whole into memory.
+MAX_FILE_BYTES = 64 * 1024
+# What the kubelet's atomic writer names a version directory: "..2026_12_01_22_11_52.123456789".
+_VERSION_DIR = re.compile(r"^\.\.[^/\x00]+$")
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,13 @@ def read_snapshot(directory: str, names: Iterable[str]) -> Snapshot:
             raise SourceUnavailable(
                 f"cannot resolve {link} ({exc.strerror or type(exc).__name__})"
             ) from None
+        if not _VERSION_DIR.match(target) or target == "..":
+            # An absolute or nested ..data target would lead the read out of the mount.
+            raise SourceUnavailable(f"{link} points outside the key folder; refusing to follow")
         version_dir = os.path.join(directory, target)
         try:
-            values = {name: _read_optional(os.path.join(version_dir, name)) for name in wanted}
+            values = {name: _read_optional(os.path.join(version_dir, name), directory)
+                      for name in wanted}
         except FileNotFoundError:
             continue  # the version directory vanished: a newer version replaced it
         if any(value is None for value in values.values()) and _target(link) != target:
@@ -103,27 +114,64 @@ def _target(link: str) -> str | None:
         return None
 
 
-def _read_optional(path: str) -> bytes | None:
+def _read_optional(path: str, root: str) -> bytes | None:
     """The file's bytes, None if it does not exist. Raises FileNotFoundError when
-    its directory does not exist either."""
+    its directory does not exist either. Only a regular file inside `root` (after symlinks)
+    and at most MAX_FILE_BYTES long is read: a FIFO, a device or a link out of the mount is
+    refused, never opened for a blocking read."""
+    name = os.path.basename(path)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        if not os.path.lexists(path):
+            if not os.path.isdir(os.path.dirname(path)):
+                raise FileNotFoundError(path)
+            return None
+        raise SourceUnavailable(f"{name} is a link out of the key folder; refusing to read it")
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         if not os.path.isdir(os.path.dirname(path)):
             raise
         return None
     except OSError as exc:
         raise SourceUnavailable(
-            f"cannot read {os.path.basename(path)} ({exc.strerror or type(exc).__name__})"
+            f"cannot read {name} ({exc.strerror or type(exc).__name__})"
         ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceUnavailable(f"{name} is not a regular file; refusing to read it")
+        if info.st_size > MAX_FILE_BYTES:
+            raise SourceUnavailable(
+                f"{name} is {info.st_size} bytes, more than a key file holds "
+                f"({MAX_FILE_BYTES}); refusing to read it")
+        chunks = []
+        remaining = MAX_FILE_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > MAX_FILE_BYTES:  # it grew while we read it
+            raise SourceUnavailable(f"{name} is larger than a key file holds; refusing it")
+        return data
+    except OSError as exc:
+        raise SourceUnavailable(
+            f"cannot read {name} ({exc.strerror or type(exc).__name__})"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def _read_plain(directory: str, names: tuple[str, ...]) -> Snapshot:
     values: dict[str, bytes | None] = {}
     for name in names:
         try:
-            values[name] = _read_optional(os.path.join(directory, name))
+            values[name] = _read_optional(os.path.join(directory, name), directory)
         except FileNotFoundError:
             raise SourceUnavailable(f"the key folder {directory} disappeared") from None
     return Snapshot(signature(directory, names), values)

@@ -130,7 +130,9 @@ class KeyRing:
         # Compare against both, always, so that timing cannot tell which one matched.
         current_ok = hmac.compare_digest(digest, keys.current)
         previous_ok = hmac.compare_digest(digest, keys.previous)
-        accepted = (current_ok & keys.has_current) | (previous_ok & keys.has_previous)
+        # Fail closed: without a current key nothing is accepted, not even the previous one
+        # (a missing current file is a broken mount, not a grace period).
+        accepted = keys.has_current & (current_ok | (previous_ok & keys.has_previous))
         return accepted and bool(presented)
 
     def _check(self, now: float, blocking: bool) -> None:
