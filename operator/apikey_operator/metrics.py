@@ -69,7 +69,17 @@ def observe_key(namespace: str, name: str, created: datetime | None,
 
 
 def forget_key(namespace: str, name: str) -> None:
+    """Drop every series of a deleted ApiKey: per-key label sets must not outlive their key,
+    or a cluster that churns keys grows its metrics without bound."""
     observe_key(namespace, name, None, None)
+    for counter in (ROTATIONS, REVOCATIONS):
+        names = counter._labelnames
+        children = {tuple(sample.labels[label] for label in names)
+                    for family in counter.collect() for sample in family.samples
+                    if sample.labels.get("namespace") == namespace
+                    and sample.labels.get("name") == name}
+        for values in children:
+            counter.remove(*values)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104

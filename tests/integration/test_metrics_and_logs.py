@@ -108,3 +108,33 @@ def test_metrics_after_provisioning_rotation_store_error_and_revoke(
     assert about_billing and all(r.get("namespace") == "payments" for r in about_billing)
     assert not cluster.leaks(), "no key in logs, events or status"
     assert not cluster.recorder.leaks_in(process.logs())
+
+
+def test_a_deleted_apikey_leaves_no_series_behind(
+    operator_process: tuple[LocalCluster, OperatorProcess, int]
+) -> None:
+    """Per-key series are removed with their key, so churn cannot grow /metrics forever."""
+    cluster, _process, port = operator_process
+    cluster.apply(apikey("churned"))
+    cluster.apply(apikey("kept"))
+    cluster.wait_ready("payments", "churned", timeout=40)
+    cluster.wait_ready("payments", "kept", timeout=40)
+    cluster.annotate("payments", "churned", {"apikeys.dev/revoke": "before-delete"})
+    cluster.wait_for(lambda: value(scrape(port), "apikey_revocations_total", name="churned",
+                                   kind="emergency") == 1, what="the revocation metric")
+    for key in cluster.secret_data("payments", "churned").values():
+        cluster.recorder(key)
+    for key in cluster.secret_data("payments", "kept").values():
+        cluster.recorder(key)
+    cluster.api.delete_object("apikeys.dev/v1alpha1/apikeys", "payments", "churned")
+    cluster.wait_for(lambda: cluster.apikey("payments", "churned") is None, what="deletion")
+
+    def churned_series(samples: dict[str, list[tuple[dict[str, str], float]]]) -> list[str]:
+        return [name for name, rows in samples.items()
+                for labels, _ in rows if labels.get("name") == "churned"]
+
+    cluster.wait_for(lambda: churned_series(scrape(port)) == [], what="the series to go")
+    samples = scrape(port)
+    assert value(samples, "apikey_rotations_total", name="kept", trigger="initial",
+                 result="success") == 1
+    assert value(samples, "apikey_key_age_seconds", name="kept") >= 0
