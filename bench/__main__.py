@@ -25,9 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated numbers of ApiKeys (default 100,1000)")
     parser.add_argument("--long", action="store_true", help="add N=5000")
     parser.add_argument("--smoke", action="store_true",
-                        help="CI mode: N=50, 2 s idle window, stores at N=10 (about a minute)")
+                        help="CI mode: N=50, 2 s idle window, stores at N=10 (a few minutes)")
     parser.add_argument("--idle-seconds", type=float, default=None,
-                        help="length of the idle window (default 60, smoke 3)")
+                        help="length of the idle window (default 60, smoke 2)")
     parser.add_argument("--no-stores", action="store_true",
                         help="skip the OpenBao and moto provisioning runs")
     parser.add_argument("--out", type=pathlib.Path, default=HERE,
@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "RESULTS.md").write_text(report.markdown(results))
         return 0
     opts = options(args)
+    commit_at_start = report.commit()
 
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
     def write(figures: dict[str, Any]) -> None:
-        results = report.assemble(opts, figures)
+        results = report.assemble(opts, figures, commit_at_start)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "RESULTS.md").write_text(report.markdown(results))

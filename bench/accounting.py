@@ -1,4 +1,4 @@
-"""Turning the emulator's and the stores' cumulative counters into per-key figures.
+"""Turning the counting proxy's and the stores' cumulative counters into per-key figures.
 
 Requests are split three ways, by who sent them:
 
@@ -7,7 +7,7 @@ Requests are split three ways, by who sent them:
   ``Logging``) or Events the operator asked kopf to post (any other reason: ours).
 - ``operator``: the operator's own API client (lightkube): Secrets, status patches, reads.
   Requests to Secrets in the operator's namespace are the built-in store's.
-- ``bench``: the driver; never counted.
+- ``bench``: the driver; never counted (it talks to the kube-apiserver directly anyway).
 
 Watch streams are long-lived and counted apart, as the targets say "beyond the watches".
 """

@@ -1,7 +1,9 @@
 """The benchmark driver's view of the API: writes, and watch-fed caches of ApiKeys and Secrets.
 
-The driver is one more API client (User-Agent ``apikey-bench``, so the emulator leaves its
-requests out of the operator's figures). Times are taken when a watch event arrives, with
+The driver is one more API client: it talks to the kube-apiserver directly (bearer token
+and the control plane's CA), not through the counting proxy the process under test uses, so
+its requests are never in the operator's figures (its User-Agent ``apikey-bench`` would keep
+them out if it went through the proxy). Times are taken when a watch event arrives, with
 the driver's monotonic clock, so a latency is "from the request we sent to the event that
 showed the result".
 """
@@ -11,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 
-from bench.emulator_main import BENCH_AGENT
+from bench.cluster_main import BENCH_AGENT
 
 APIKEYS_PATH = "/apis/apikeys.dev/v1alpha1"
 POLICIES_URL = "/apis/apikeys.dev/v1alpha1/rotationpolicies"
@@ -41,13 +45,21 @@ def key_version(body: Mapping[str, Any]) -> int:
 
 
 class Api:
-    """Plain REST calls to the emulator with the driver's User-Agent."""
+    """Plain REST calls to the kube-apiserver with the driver's User-Agent and credentials
+    (``token`` as a bearer token; TLS verified against ``ca_file``)."""
 
-    def __init__(self, url: str, concurrency: int = 32) -> None:
-        self.url = url
+    def __init__(self, url: str, *, token: str | None = None,
+                 ca_file: str | os.PathLike[str] | None = None, concurrency: int = 32) -> None:
+        self.url = url.rstrip("/")
+        headers = {"User-Agent": f"{BENCH_AGENT}/1", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        tls: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            tls = ssl.create_default_context(cafile=os.fspath(ca_file))
         self.session = aiohttp.ClientSession(
-            headers={"User-Agent": f"{BENCH_AGENT}/1"},
-            connector=aiohttp.TCPConnector(limit=concurrency),
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=concurrency, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
     async def close(self) -> None:
@@ -104,15 +116,24 @@ class WatchedCollection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self) -> None:
+    async def _list(self) -> str:
+        """(Re)list the collection: apply what is there, drop what is gone; its version."""
         listing = await self.api.get(self.path)
+        seen = set()
         for item in listing.get("items") or []:
-            self._apply("ADDED", item)
-        version = str(listing["metadata"].get("resourceVersion", ""))
+            meta = item.get("metadata") or {}
+            seen.add((str(meta.get("namespace") or ""), str(meta.get("name"))))
+            self._apply("MODIFIED", item)
+        for key in [k for k in self.objects if k not in seen]:
+            self._apply("DELETED", self.objects[key])
+        return str(listing["metadata"].get("resourceVersion", ""))
+
+    async def _run(self) -> None:
+        version = await self._list()
         self._synced.set()
         while True:
             url = (f"{self.api.url}{self.path}?watch=true&timeoutSeconds=3600"
-                   f"&resourceVersion={version}")
+                   f"&allowWatchBookmarks=true&resourceVersion={version}")
             try:
                 async with self.api.session.get(url) as response:
                     if response.status != 200:
@@ -121,12 +142,16 @@ class WatchedCollection:
                         if not line.strip():
                             continue
                         event = json.loads(line)
+                        body = event.get("object") or {}
                         if event.get("type") == "ERROR":
-                            raise RuntimeError(f"watch {self.path}: {event.get('object')}")
-                        body = event["object"]
+                            if body.get("code") == 410:  # too old: list again, watch on
+                                version = await self._list()
+                                break
+                            raise RuntimeError(f"watch {self.path}: {body}")
                         version = str(body["metadata"].get("resourceVersion", version))
-                        self._apply(str(event["type"]), body)
-            except aiohttp.ClientPayloadError:
+                        if event.get("type") != "BOOKMARK":
+                            self._apply(str(event["type"]), body)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
                 await asyncio.sleep(0.1)
 
     def _apply(self, kind: str, body: Body) -> None:

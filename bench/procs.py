@@ -1,10 +1,13 @@
-"""The benchmark's child processes (emulator, operator, baseline) and what /proc says of them."""
+"""The benchmark's child processes (control plane + proxy, operator, baseline) and what /proc
+says of them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import select
 import signal
 import subprocess
 import sys
@@ -15,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import yaml
-
-from apikey_operator.testing.kubeconfig import write_kubeconfig
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -89,33 +90,89 @@ class Child:
         self._log.close()
 
 
-class Emulator(Child):
-    """``bench.emulator_main`` in a child process; ``url`` once started."""
+# The control plane's processes, by binary, and their names in the figures.
+COMPONENTS: Mapping[str, str] = {"kube-apiserver": "apiserver", "etcd": "etcd",
+                                 "kube-controller-manager": "controller_manager"}
+
+
+class Cluster(Child):
+    """``bench.cluster_main`` in a child process: a real control plane and the counting proxy.
+
+    Once :meth:`wait_ready` returns: ``url`` (the proxy, for the process under test, through
+    ``kubeconfig``), ``apiserver_url``, ``ca_file`` and ``token`` (for the driver, which goes
+    to the kube-apiserver directly), ``pids`` of the control plane's processes and
+    ``versions``.
+    """
 
     def __init__(self, workdir: pathlib.Path, namespaces: Sequence[str]) -> None:
-        args = ["-m", "bench.emulator_main"]
+        args = ["-m", "bench.cluster_main", "--workdir", str(workdir / "cluster")]
         for namespace in namespaces:
             args += ["--namespace", namespace]
-        super().__init__("emulator", args, workdir, capture_stdout=True)
-        self.url = ""
-        self.kubeconfig = workdir / "kubeconfig"
+        super().__init__("cluster", args, workdir, capture_stdout=True)
+        self.info: dict[str, Any] = {}
+        self.url = self.apiserver_url = self.token = ""
+        self.ca_file = self.kubeconfig = pathlib.Path()
+        self.pids: dict[str, int] = {}
 
-    def wait_ready(self, timeout: float = 60.0) -> Self:
-        assert self.process.stdout is not None
+    def wait_ready(self, timeout: float = 180.0) -> Self:
+        stdout = self.process.stdout
+        assert stdout is not None
         deadline = time.monotonic() + timeout
+        buffer = b""
         while time.monotonic() < deadline:
-            line = self.process.stdout.readline().decode().strip()
-            if line.startswith("READY "):
-                self.url = line.split(" ", 1)[1]
-                write_kubeconfig(self.kubeconfig, self.url)
-                return self
+            readable, _, _ = select.select([stdout], [], [], 0.5)
+            if readable:
+                chunk = os.read(stdout.fileno(), 65536)
+                buffer += chunk
+                lines = buffer.split(b"\n")
+                buffer = lines.pop()
+                for raw in lines:
+                    line = raw.decode(errors="replace").strip()
+                    if line.startswith("READY "):
+                        self._ready(json.loads(line.split(" ", 1)[1]))
+                        return self
+                if not chunk:
+                    self.process.wait(5)
             self.check_alive()
-        raise TimeoutError("the emulator did not start in time")
+        raise TimeoutError(f"the control plane did not start in {timeout:g}s "
+                           f"(see {self.log_path})")
+
+    def _ready(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.url = str(info["proxy_url"])
+        self.apiserver_url = str(info["apiserver_url"])
+        self.ca_file = pathlib.Path(info["ca_file"])
+        self.token = str(info["admin_token"])
+        self.kubeconfig = pathlib.Path(info["kubeconfig"])
+        self.pids = {COMPONENTS.get(k, k): int(v) for k, v in info["pids"].items()}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"kube_apiserver": str(self.info.get("kube_apiserver_version", "unknown")),
+                "etcd": str(self.info.get("etcd_version", "unknown"))}
 
     def counts(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_bench/counts", timeout=30) as response:
+        with urllib.request.urlopen(f"{self.info['stats_url']}/counts", timeout=30) as response:
             data: dict[str, Any] = json.load(response)
         return data
+
+    def component_usage(self) -> dict[str, Usage]:
+        """CPU and memory of each control-plane process (``apiserver``, ``etcd``,
+        ``controller_manager``) and of the proxy (this child process itself: ``proxy``)."""
+        found = {name: usage(pid) for name, pid in self.pids.items()}
+        found["proxy"] = self.usage()
+        return found
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM: the child stops the control plane. Whatever of it outlives the child
+        (the child was killed) is killed by process id."""
+        super().stop(timeout)
+        for name, pid in self.pids.items():
+            binary = next((k for k, v in COMPONENTS.items() if v == name), name)
+            with contextlib.suppress(OSError):
+                cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+                if binary.encode() in cmdline.split(b"\0", 1)[0]:
+                    os.kill(pid, signal.SIGKILL)
 
 
 class OperatorUnderTest(Child):

@@ -21,6 +21,7 @@ NOTES = pathlib.Path(__file__).resolve().parent / "NOTES.md"
 # Every figure a run must produce, as paths into results.json ("*" = each size).
 REQUIRED_FIGURES: tuple[str, ...] = (
     "machine.cpu_model", "machine.cpus", "machine.mem_total_mb",
+    "control_plane.kube_apiserver",
     "sizes.*.baseline.provisioning.all_ready_seconds",
     "sizes.*.baseline.provisioning.apply_to_ready.p50_s",
     "sizes.*.baseline.provisioning.apply_to_ready.p99_s",
@@ -38,6 +39,9 @@ REQUIRED_FIGURES: tuple[str, ...] = (
     "sizes.*.operator.provisioning.api.writes_per_key.kopf_bookkeeping",
     "sizes.*.operator.provisioning.store.calls_per_key",
     "sizes.*.operator.provisioning.operator_cpu_seconds",
+    "sizes.*.operator.provisioning.apiserver_cpu_seconds",
+    "sizes.*.operator.provisioning.etcd_cpu_seconds",
+    "sizes.*.baseline.provisioning.apiserver_cpu_seconds",
     "sizes.*.operator.revoke_single.annotation_to_gone.p50_s",
     "sizes.*.operator.revoke_single.annotation_to_gone.p99_s",
     "sizes.*.operator.revoke_burst.annotation_to_gone.p50_s",
@@ -114,7 +118,7 @@ def _git(*args: str) -> str:
     return out.stdout.strip()
 
 
-def _commit() -> str:
+def commit() -> str:
     """The commit measured; ``+dirty`` when the operator's sources differ from it."""
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     return commit + ("+dirty" if _git("status", "--porcelain", "operator") else "")
@@ -174,12 +178,17 @@ def targets(figures: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def assemble(opts: Options, figures: Mapping[str, Any]) -> dict[str, Any]:
+def assemble(opts: Options, figures: Mapping[str, Any],
+             commit_at_start: str | None = None) -> dict[str, Any]:
+    """results.json; ``commit_at_start`` is :func:`commit` when the run began (another
+    session may commit or edit the operator while a long run goes on)."""
     return {
         "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": commit(),
+        "commit_at_start": commit_at_start,
         "options": asdict(opts),
         "machine": machine(),
+        "control_plane": dict(figures.get("control_plane") or {}),
         "run_seconds": figures["run_seconds"],
         "complete": figures["complete"],
         "targets": targets(figures),
@@ -223,8 +232,12 @@ def _size_section(n: str, s: Mapping[str, Any]) -> str:
          pf["api"]["writes_per_key"]["all"], ratio["writes_per_key"]],
         ["operator CPU s (provisioning)", po["operator_cpu_seconds"],
          pf["operator_cpu_seconds"], ratio["provisioning_operator_cpu_seconds"]],
-        ["emulator CPU s (provisioning)", po["emulator_cpu_seconds"],
-         pf["emulator_cpu_seconds"], None],
+        ["kube-apiserver CPU s (provisioning)", po["apiserver_cpu_seconds"],
+         pf["apiserver_cpu_seconds"], ratio.get("provisioning_apiserver_cpu_seconds")],
+        ["etcd CPU s (provisioning)", po["etcd_cpu_seconds"], pf["etcd_cpu_seconds"],
+         ratio.get("provisioning_etcd_cpu_seconds")],
+        ["counting proxy CPU s (provisioning)", po["proxy_cpu_seconds"],
+         pf["proxy_cpu_seconds"], None],
         ["operator RSS MB after provisioning", ours["memory"]["rss_mb"],
          floor["memory"]["rss_mb"], ratio["rss_mb"]],
         ["idle requests / key / min", ours["idle"]["requests_per_key_per_minute"],
@@ -280,24 +293,35 @@ def _size_section(n: str, s: Mapping[str, Any]) -> str:
 
 def markdown(results: Mapping[str, Any]) -> str:
     m = results["machine"]
+    plane = results.get("control_plane") or {}
+    apiserver = plane.get("kube_apiserver", "unknown")
     parts = [
         "# Benchmark results\n",
-        f"Generated {results['generated_at']} at commit `{results['commit']}` by "
+        f"Generated {results['generated_at']} at commit `{results['commit']}` against "
+        f"kube-apiserver {apiserver} (etcd {plane.get('etcd', 'unknown')}) by "
         f"`python -m bench` (sizes {', '.join(str(s) for s in results['options']['sizes'])}, "
         f"idle window {results['options']['idle_seconds']:g} s; run took "
         f"{results['run_seconds']:g} s)."
         + ("" if results.get("complete", True) else
            " PARTIAL: the run was cut short; the sizes below are the ones it finished.")
+        + (f" The sources changed during the run: it began at `{results['commit_at_start']}`."
+           if results.get("commit_at_start") not in (None, results["commit"]) else "")
         + "\n",
         f"Machine: {m['cpu_model']} ({m['cpus']} CPUs at {m['cpu_mhz']} MHz), "
         f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}, Python {m['python']}, "
-        f"kopf {m['kopf']}, lightkube {m['lightkube']}. The emulated API server, the operator "
-        "(or the floor) and the driver each run in a process of their own on these cores.\n",
+        f"kopf {m['kopf']}, lightkube {m['lightkube']}. Each size and side gets a fresh real "
+        f"control plane: etcd, kube-apiserver {apiserver} and kube-controller-manager "
+        "(`apikey_operator.testing.controlplane`, binaries from `tools/build-go-tools`), with "
+        "a counting HTTPS proxy in front of the kube-apiserver for the process under test. "
+        "The control plane with the proxy, the operator (or the floor) and the driver each "
+        "run in processes of their own on these cores; the server-side CPU rows are the "
+        "kube-apiserver's and etcd's own (from /proc).\n",
         "The *kopf floor* is `bench/baseline_operator.py`: kopf with its defaults, one Secret "
         "created and one status patch per ApiKey. Ratios are apikey-operator / floor, same N, "
-        "same run. Requests are counted by the emulator and told apart by User-Agent: kopf's "
-        "own client (bookkeeping patches, its log Events, the Events we ask it to post) and "
-        "the operator's API client.\n",
+        "same run. Requests are counted by the proxy the operator (or the floor) talks "
+        "through, and told apart by User-Agent: kopf's own client (bookkeeping patches, its "
+        "log Events, the Events we ask it to post) and the operator's API client; the driver "
+        "talks to the kube-apiserver directly and is never counted.\n",
         "## Targets\n",
         _table(["target", "goal", "measured", "verdict"],
                [[t["name"], t["target"], t["measured"], t["verdict"]]

@@ -39,6 +39,7 @@ async def run_size(n: int, opts: Options, workdir: pathlib.Path,
     result: dict[str, Any] = {"load_average_at_start": list(os.getloadavg())}
     say(f"N={n}: baseline (minimal kopf operator)")
     async with environment(workdir / f"baseline-{n}", baseline=True) as env:
+        result["control_plane"] = env.cluster.versions
         provisioning = await scenarios.provisioning(env, n)
         say(f"  provisioning {provisioning['all_ready_seconds']}s")
         memory = scenarios.memory(env, n)
@@ -88,6 +89,9 @@ def ratios(ours: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, float
                                  pf["api"]["writes_per_key"]["all"]),
         "provisioning_operator_cpu_seconds": _ratio(po["operator_cpu_seconds"],
                                                     pf["operator_cpu_seconds"]),
+        "provisioning_apiserver_cpu_seconds": _ratio(po["apiserver_cpu_seconds"],
+                                                     pf["apiserver_cpu_seconds"]),
+        "provisioning_etcd_cpu_seconds": _ratio(po["etcd_cpu_seconds"], pf["etcd_cpu_seconds"]),
         "rss_mb": _ratio(ours["memory"]["rss_mb"], floor["memory"]["rss_mb"]),
         "idle_operator_cpu_seconds": _ratio(ours["idle"]["operator_cpu_seconds"],
                                             floor["idle"]["operator_cpu_seconds"]),
@@ -137,6 +141,7 @@ async def run(opts: Options, workdir: pathlib.Path, say: Progress,
 
     for index, n in enumerate(opts.sizes):
         figures["sizes"][str(n)] = await run_size(n, opts, workdir, say)
+        figures.setdefault("control_plane", figures["sizes"][str(n)]["control_plane"])
         stage_done()
         if index == 0 and opts.stores:
             figures["stores"] = await run_stores(opts.store_keys, workdir, say)

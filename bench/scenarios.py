@@ -1,8 +1,9 @@
-"""The benchmark scenarios, each against one emulator + one operator (or baseline) process.
+"""The benchmark scenarios, each against one control plane + one operator (or baseline) process.
 
-Every scenario returns plain JSON. Request figures come from the emulator's counters
-(before/after snapshots, see :mod:`bench.accounting`), store figures from the operator's
-instrumented stores, CPU and memory from /proc, latencies from the driver's watches.
+Every scenario returns plain JSON. Request figures come from the counting proxy in front of
+the kube-apiserver (before/after snapshots, see :mod:`bench.accounting`), store figures from
+the operator's instrumented stores, CPU and memory from /proc (the operator's, and the
+kube-apiserver's, etcd's and the proxy's), latencies from the driver's watches.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from apikey_operator.stores.base import parse_time
 from bench import accounting
 from bench.client import POLICIES_URL, Api, Body, Observer, is_ready, key_version
-from bench.procs import Baseline, Child, Emulator, OperatorUnderTest
+from bench.procs import Baseline, Child, Cluster, OperatorUnderTest, Usage
 
 NAMESPACE = "bench"
 WARMUP_NAMESPACE = "bench-warmup"
@@ -49,17 +50,17 @@ def key_name(i: int, prefix: str = "key") -> str:
 
 @dataclass
 class Env:
-    """One emulator, one operator-like process and the driver's client and watches."""
+    """One control plane, one operator-like process and the driver's client and watches."""
 
     workdir: pathlib.Path
-    emulator: Emulator
+    cluster: Cluster
     process: Child
     api: Api
     observer: Observer
     ours: bool
 
     def counts(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.emulator.counts()["counts"]
+        rows: list[dict[str, Any]] = self.cluster.counts()["counts"]
         return rows
 
     def store_stats(self, reset_peaks: bool = False) -> dict[str, Any]:
@@ -72,34 +73,45 @@ class Env:
 async def environment(workdir: pathlib.Path, *, baseline: bool,
                       stores: Mapping[str, Mapping[str, Any]] | None = None,
                       env: Mapping[str, str] | None = None) -> AsyncIterator[Env]:
-    """Start the emulator, then the operator (or the baseline), warmed up on one key."""
-    emulator = await asyncio.to_thread(_start_emulator, workdir)
+    """Start the control plane, then the operator (or the baseline), warmed up on one key."""
+    cluster = await asyncio.to_thread(_start_cluster, workdir)
     process: Child | None = None
-    api = Api(emulator.url, concurrency=CREATE_CONCURRENCY + 4)
-    observer = Observer(api, NAMESPACE)
+    api: Api | None = None
+    observer: Observer | None = None
     try:
+        # The driver goes to the kube-apiserver itself: only the process under test is counted.
+        api = Api(cluster.apiserver_url, token=cluster.token, ca_file=cluster.ca_file,
+                  concurrency=CREATE_CONCURRENCY + 4)
+        observer = Observer(api, NAMESPACE)
         await api.create(POLICIES_URL, {"apiVersion": "apikeys.dev/v1alpha1",
                                         "kind": "RotationPolicy", "metadata": {"name": POLICY},
                                         "spec": dict(CALM_POLICY)})
         if baseline:
-            process = Baseline(workdir, emulator.kubeconfig)
+            process = Baseline(workdir, cluster.kubeconfig)
         else:
-            process = OperatorUnderTest(workdir, emulator.kubeconfig, stores or {}, env or {})
+            process = OperatorUnderTest(workdir, cluster.kubeconfig, stores or {}, env or {})
             await asyncio.to_thread(process.wait_stats)
         await _warm_up(api, process, next(iter(stores or {}), None))
         await observer.start()
-        yield Env(workdir, emulator, process, api, observer, ours=not baseline)
+        yield Env(workdir, cluster, process, api, observer, ours=not baseline)
     finally:
-        await observer.stop()
-        await api.close()
+        if observer is not None:
+            await observer.stop()
+        if api is not None:
+            await api.close()
         if process is not None:
             await asyncio.to_thread(process.stop)
-        await asyncio.to_thread(emulator.stop)
+        await asyncio.to_thread(cluster.stop)
 
 
-def _start_emulator(workdir: pathlib.Path) -> Emulator:
+def _start_cluster(workdir: pathlib.Path) -> Cluster:
     workdir.mkdir(parents=True, exist_ok=True)
-    return Emulator(workdir, [NAMESPACE, WARMUP_NAMESPACE]).wait_ready()
+    cluster = Cluster(workdir, [NAMESPACE, WARMUP_NAMESPACE])
+    try:
+        return cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
 
 
 async def _warm_up(api: Api, process: Child, store: str | None, within: float = 60.0) -> None:
@@ -135,6 +147,11 @@ async def settle(env: Env, quiet: float = 1.0, within: float = 60.0) -> float:
     return round(time.monotonic() - start, 2)
 
 
+def _server_cpu(env: Env) -> dict[str, float]:
+    usages: dict[str, Usage] = env.cluster.component_usage()
+    return {name: u.cpu_seconds for name, u in usages.items()}
+
+
 @dataclass
 class Window:
     """Counters at the start of a measured window."""
@@ -142,7 +159,7 @@ class Window:
     counts: list[dict[str, Any]]
     stores: dict[str, Any]
     cpu: float
-    emulator_cpu: float
+    server_cpu: dict[str, float]
     started: float
     load: float
 
@@ -150,8 +167,8 @@ class Window:
     async def open(cls, env: Env, reset_peaks: bool = False) -> Window:
         counts = await asyncio.to_thread(env.counts)
         stores = await asyncio.to_thread(env.store_stats, reset_peaks)
-        return cls(counts, stores, env.process.usage().cpu_seconds,
-                   env.emulator.usage().cpu_seconds, time.monotonic(), os.getloadavg()[0])
+        return cls(counts, stores, env.process.usage().cpu_seconds, _server_cpu(env),
+                   time.monotonic(), os.getloadavg()[0])
 
     async def close(self, env: Env, keys: int) -> dict[str, Any]:
         """Request, store and CPU figures since :meth:`open`, per key where it says so."""
@@ -162,8 +179,9 @@ class Window:
             "seconds": round(time.monotonic() - self.started, 3),
             "api": accounting.summarize(accounting.diff_counts(self.counts, counts), keys),
             "operator_cpu_seconds": round(usage.cpu_seconds - self.cpu, 3),
-            "emulator_cpu_seconds": round(env.emulator.usage().cpu_seconds - self.emulator_cpu,
-                                          3),
+            # The server side: kube-apiserver, etcd, kube-controller-manager, counting proxy.
+            **{f"{name}_cpu_seconds": round(cpu - self.server_cpu[name], 3)
+               for name, cpu in _server_cpu(env).items()},
             # Other sessions share this machine: the 1-minute load average at both ends.
             "load_average": [round(self.load, 2), round(os.getloadavg()[0], 2)],
         }
@@ -253,8 +271,9 @@ async def idle(env: Env, n: int, seconds: float) -> dict[str, Any]:
 
 def memory(env: Env, n: int) -> dict[str, Any]:
     usage = env.process.usage()
+    server = env.cluster.component_usage()
     return {"keys": n, "rss_mb": round(usage.rss_mb, 1), "peak_rss_mb": round(usage.peak_rss_mb, 1),
-            "emulator_rss_mb": round(env.emulator.usage().rss_mb, 1)}
+            **{f"{name}_rss_mb": round(u.rss_mb, 1) for name, u in server.items()}}
 
 
 def _digest(value: object) -> str:
@@ -331,7 +350,9 @@ async def revoke(env: Env, names: list[str], n: int, *, one_by_one: bool = False
             "mode": "one by one" if one_by_one else "at once",
             "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
             "operator_cpu_seconds": figures["operator_cpu_seconds"],
-            "emulator_cpu_seconds": figures["emulator_cpu_seconds"],
+            "apiserver_cpu_seconds": figures["apiserver_cpu_seconds"],
+            "etcd_cpu_seconds": figures["etcd_cpu_seconds"],
+            "proxy_cpu_seconds": figures["proxy_cpu_seconds"],
             "load_average": figures["load_average"],
             "api": figures["api"], "store": figures.get("store", {})}
 

@@ -23,7 +23,7 @@ import kopf
 from apikey_operator import redaction
 from apikey_operator.config import Settings, build_generators, build_stores
 from apikey_operator.generators import GeneratorError
-from apikey_operator.kube import KubeClient
+from apikey_operator.kube import KubeClient, KubeError
 from apikey_operator.reconciler import (
     ReconcileFailed,
     Reconciler,
@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 FINALIZER = f"{GROUP}/finalizer"
 BACKOFF_START = 1.0
 BACKOFF_CAP = 300.0
+# A key blocked by an object that is not ours (SecretConflict, StoreConflict) is woken by the
+# events we see, but the blocker's removal is not always one of them (a store entry, a Secret
+# without our label): such keys also look again on a bounded backoff.
+CONFLICT_REASONS = frozenset({"SecretConflict", "StoreConflict"})
+CONFLICT_RETRY_START = 2.0
 
 
 @dataclass
@@ -51,6 +56,9 @@ class Worker:
     secret_digest: str = ""
     policy_name: str | None = None
     status_written: Mapping[str, Any] | None = None
+    # Set by the DELETED event of this uid: the object is gone, whether or not our finalizer
+    # ever landed on it (deleted at once after creation, it never ran on.delete).
+    gone: bool = False
 
 
 @dataclass
@@ -160,7 +168,11 @@ def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
 @kopf.on.event(GROUP, VERSION, "apikeys")
 async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) -> None:
     worker = STATE.workers.get(uid)
-    if worker is None or type == "DELETED":
+    if worker is None:
+        return
+    if type == "DELETED":
+        worker.gone = True
+        worker.wake.set()
         return
     # Our own status patches come back as events too; only wake for what changes a decision.
     if _trigger_state(body) != worker.trigger_state:
@@ -235,8 +247,12 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
     worker = Worker(namespace=namespace, name=name)
     STATE.workers[uid] = worker
     backoff = BACKOFF_START
+    conflict_backoff = CONFLICT_RETRY_START
     try:
         while not stopped:
+            if worker.gone:
+                await _clean_up_after_vanished(body, uid, logger)
+                return
             reconciler = STATE.reconciler
             if reconciler is None:
                 await asyncio.sleep(0.1)
@@ -281,9 +297,59 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                 delay = None
                 if outcome.wake_at is not None:
                     delay = max(0.0, (outcome.wake_at - datetime.now(UTC)).total_seconds())
+                if _ready_reason(outcome.status) in CONFLICT_REASONS:
+                    retry = _jittered(conflict_backoff)
+                    conflict_backoff = min(conflict_backoff * 2, BACKOFF_CAP)
+                    delay = retry if delay is None else min(delay, retry)
+                else:
+                    conflict_backoff = CONFLICT_RETRY_START
             await _sleep(worker.wake, stopped, delay)
     finally:
         STATE.workers.pop(uid, None)
+
+
+async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logger) -> None:
+    """The object was deleted without our finalizer's on.delete (or while this worker was
+    mid-step): carry out its deletionPolicy in the store and remove the consumer Secret this
+    uid owns, so nothing live outlives it. Idempotent with on.delete's own cleanup."""
+    runtime = STATE.runtime
+    if runtime is None:
+        return
+    meta = body.get("metadata", {})
+    for attempt in range(5):
+        try:
+            done = await delete_from_store(runtime, body)
+            break
+        except (StoreError, GeneratorError) as exc:
+            logger.warning("cleanup after deletion failed (attempt %d): %s", attempt + 1, exc)
+            await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_START * 2 ** attempt))
+    else:
+        done = "store cleanup failed; the entry may still exist"
+    namespace = str(meta.get("namespace"))
+    spec = body.get("spec")
+    target = spec.get("secret") if isinstance(spec, Mapping) else None
+    secret_name = target.get("name") if isinstance(target, Mapping) else None
+    secret_name = secret_name if isinstance(secret_name, str) and secret_name \
+        else str(meta.get("name"))
+    try:
+        secret = await runtime.kube.get_secret(namespace, secret_name)
+        owners = ((secret or {}).get("metadata") or {}).get("ownerReferences") or []
+        if any(o.get("kind") == "ApiKey" and o.get("uid") == uid for o in owners):
+            await runtime.kube.delete_secret(namespace, secret_name)
+    except KubeError as exc:  # the garbage collector removes an owned Secret anyway
+        logger.warning("could not delete the Secret of the deleted ApiKey: %s", exc)
+    logger.info("ApiKey is gone: %s; its worker stops", done)
+    # An ApiKey created again under this name may be blocked by what we just removed.
+    for other in STATE.workers.values():
+        if (other.namespace, other.name) == (namespace, meta.get("name")) and not other.gone:
+            other.wake.set()
+
+
+def _ready_reason(status: Mapping[str, Any] | None) -> str | None:
+    for cond in (status or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return str(cond.get("reason"))
+    return None
 
 
 def _jittered(delay: float) -> float:

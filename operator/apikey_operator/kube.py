@@ -55,6 +55,9 @@ def _map_error(exc: Exception, what: str) -> KubeError:
             if details is not None and details.retryAfterSeconds:
                 retry_after = float(details.retryAfterSeconds)
             return KubeTransient(f"{what}: {status} {reason}", status, retry_after)
+        if status == 403 and exc.status.message:
+            # The server's own words name the verb, resource and identity that were refused.
+            return KubeError(f"{what}: {status} {reason}: {exc.status.message}", status)
         return KubeError(f"{what}: {status} {reason}", status)
     return KubeTransient(f"{what}: {type(exc).__name__}")
 
@@ -127,13 +130,20 @@ class KubeClient:
                          self.client.delete(Secret, name=name, namespace=namespace),
                          missing_ok=True)
 
-    async def patch_apikey_status(self, namespace: str, name: str,
-                                  status: Mapping[str, Any]) -> None:
-        """Merge-patch status; None values remove fields."""
+    async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                  *, uid: str, has_status: bool) -> None:
+        """Set the given status fields (None removes one) on the ApiKey with this uid only.
+
+        A JSON patch whose first operation tests ``metadata.uid``: an ApiKey deleted and created
+        again under the same name is another object, and a late write meant for the old one must
+        fail (422) rather than land on it. A merge patch cannot carry that precondition (the
+        status subresource ignores metadata). `has_status` says whether the object already has
+        a status to add fields to.
+        """
         await self._call(f"updating status of ApiKey {namespace}/{name}",
                          self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
-                                           obj={"status": dict(status)},
-                                           patch_type=PatchType.MERGE))
+                                           obj=status_patch(status, uid, has_status),
+                                           patch_type=PatchType.JSON))
 
     async def patch_apikey_annotations(self, namespace: str, name: str,
                                        annotations: Mapping[str, str | None]) -> None:
@@ -170,6 +180,22 @@ class KubeClient:
                               patch_type=PatchType.MERGE),
             missing_ok=True)
         return patched is not None
+
+
+def status_patch(status: Mapping[str, Any], uid: str, has_status: bool) -> list[dict[str, Any]]:
+    """JSON-patch operations for `status_patch`'s contract (see patch_apikey_status)."""
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+    if not has_status:
+        return [*ops, {"op": "add", "path": "/status",
+                       "value": {k: v for k, v in status.items() if v is not None}}]
+    for key, value in status.items():
+        path = "/status/" + key.replace("~", "~0").replace("/", "~1")
+        if value is None:
+            # `remove` fails on an absent member; adding first makes removal unconditional.
+            ops += [{"op": "add", "path": path, "value": 0}, {"op": "remove", "path": path}]
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

@@ -295,6 +295,12 @@ class Reconciler:
             # The steps are done; only the report is missing. Retry soon, from the store.
             raise ReconcileFailed(str(exc), exc.retry_after) from None
         except KubeError as exc:
+            # 404: the ApiKey is gone; 422: our uid precondition failed, it is another object.
+            if exc.status not in (404, 422):
+                # The steps are done but the status cannot say so (e.g. 403 on apikeys/status):
+                # the ApiKey's Events are the one place left where the user will see it.
+                self.rt.post_event(body, "Warning", "StatusUpdateFailed",
+                                   f"the key's status could not be recorded: {exc}")
             raise ReconcileFailed(str(exc)) from None
         self._observe_metrics(ref, new_status)
         return Outcome(plan.wake_at, plan.blocked,
@@ -486,7 +492,9 @@ class Reconciler:
         if not patch:
             return
         meta = body["metadata"]
-        await self.rt.kube.patch_apikey_status(meta["namespace"], meta["name"], patch)
+        await self.rt.kube.patch_apikey_status(meta["namespace"], meta["name"], patch,
+                                               uid=str(meta.get("uid", "")),
+                                               has_status=bool(old))
 
     def _observe_metrics(self, ref: KeyRef, status: Mapping[str, Any]) -> None:
         current = status.get("currentKey") or {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
-from bench.emulator_main import actor_of
+from bench.cluster_main import CountingTraffic, actor_of, event_reason
 from bench.report import REQUIRED_FIGURES, missing_figures
 
-from bench import accounting
+from bench import accounting, cluster_main
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +93,42 @@ def test_missing_figures_names_every_absent_path() -> None:
                          "100": {"baseline": {}}}}
     assert "sizes.*.baseline.memory.rss_mb" not in missing_figures(partial)
     assert "sizes.*.baseline.memory.rss_mb" in missing_figures({"sizes": {"1": {}}})
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"kind": "Event", "reason": "Logging"}', "Logging"),
+    (b'{"kind": "Event", "reason": "Provisioned"}', "Provisioned"),
+    (b'{"kind": "Event"}', ""),
+    (b"[1, 2]", ""),
+    (b"\xff not json", ""),
+])
+def test_event_posts_are_told_apart_by_reason(body: bytes, reason: str) -> None:
+    assert event_reason(body) == reason
+
+
+def test_the_proxy_counts_by_actor_and_tags_store_secrets_and_event_reasons() -> None:
+    traffic = CountingTraffic("apikey-operator")
+
+    def send(actor: str, verb: str, resource: str, namespace: str, reason: str = "") -> None:
+        def run() -> None:
+            cluster_main._actor.set(actor)
+            cluster_main._event_reason.set(reason)
+            traffic.record("POST" if verb == "create" else "GET", "/", verb,
+                           resource=resource, namespace=namespace)
+        contextvars.copy_context().run(run)
+
+    send("operator", "get", "secrets", "apikey-operator")
+    send("operator", "get", "secrets", "apikey-operator")
+    send("operator", "get", "secrets", "payments")
+    send("kopf", "create", "events", "payments", reason="Logging")
+    send("bench", "create", "apikeys", "payments")
+    rows = {(r["actor"], r["verb"], r["resource"], r["tag"]): r["count"]
+            for r in traffic.snapshot()}
+    assert rows == {("operator", "get", "secrets", "store"): 2,
+                    ("operator", "get", "secrets", ""): 1,
+                    ("kopf", "create", "events", "reason:Logging"): 1,
+                    ("bench", "create", "apikeys", ""): 1}
+    assert [entry[1] for entry in traffic.timeline_since(0.0)] == [
+        "operator", "operator", "operator", "kopf", "bench"]
+    # The base class's per-verb totals still see every request.
+    assert sum(traffic.totals().values()) == 5

@@ -61,6 +61,7 @@ SCENARIOS = {"default": DEFAULT, "ha-sharded": HA_SHARDED, "minimal": MINIMAL}
 NAMESPACED_ALLOWED = {
     ("apikeys.dev", "apikeys"): {"get", "list", "watch", "patch", "update"},
     ("apikeys.dev", "apikeys/status"): {"get", "patch", "update"},
+    ("apikeys.dev", "apikeys/finalizers"): {"update"},
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},

@@ -227,7 +227,8 @@ class ControlPlane:
                  namespaces: Sequence[str] = ("apikey-operator",),
                  assets: str | os.PathLike[str] | None = None,
                  workdir: str | os.PathLike[str] | None = None,
-                 controller_manager: bool = True, startup_timeout: float = 90.0) -> None:
+                 controller_manager: bool = True, startup_timeout: float = 90.0,
+                 apiserver_args: Sequence[str] = ()) -> None:
         self.crd_paths = [pathlib.Path(p) for p in (
             crd_paths if crd_paths is not None else _default_crd_paths())]
         self.namespaces = tuple(namespaces)
@@ -236,6 +237,8 @@ class ControlPlane:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.workdir = pathlib.Path()
         self.controller_manager = controller_manager
+        # Extra kube-apiserver flags (e.g. an admission plugin), after ours so they win.
+        self.apiserver_args = tuple(apiserver_args)
         self.startup_timeout = startup_timeout
         self.admin_token = secrets.token_urlsafe(32)
         self.children: list[_Child] = []
@@ -302,6 +305,7 @@ class ControlPlane:
             "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16",
             "--allow-privileged=true", "--enable-priority-and-fairness=false",
             "--endpoint-reconciler-type=none", "--profiling=false", "--v=0",
+            *self.apiserver_args,
         ])
         ssl_context = ssl.create_default_context(cafile=str(self.ca_file))
         self._wait_http(apiserver, f"{self.url}/readyz", deadline, ssl_context)
