@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from apikey_operator.testing.faults_load import LoadConfig, run_load
+from tests.support.faults_load import LoadConfig, run_load
+from tests.support.store_backends import AWS_TEST_CREDENTIALS, AWS_TEST_REGION
+
 from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
-from apikey_operator.testing.store_backends import AWS_TEST_CREDENTIALS, AWS_TEST_REGION
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """Suite-wide: every key generated during the run is looked for in logs, Events, status,
-metadata and metrics at the end (see apikey_operator.testing.faults_leakscan), and the test log
+metadata and metrics at the end (see tests.support.faults_leakscan), and the test log
 names the Kubernetes control plane the suite runs on."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from apikey_operator.testing.controlplane import find_assets
 from apikey_operator.testing.servers import ServerError
 
-pytest_plugins = ["apikey_operator.testing.faults_leakscan"]
+pytest_plugins = ["tests.support.faults_leakscan"]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-FORBIDDEN = ("kopf", "lightkube", "hvac", "boto3", "botocore", "requests", "aiohttp", "kmock")
+FORBIDDEN = ("kopf", "lightkube", "hvac", "boto3", "botocore", "requests", "aiohttp")
 
 # Runs in a fresh interpreter in which the forbidden packages cannot be imported at all,
 # as in an application image that installed only what the mounted-folder source needs.

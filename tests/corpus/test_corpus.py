@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from apikey_operator import keys
-from apikey_operator.testing.faults_contract import decoded_data
 from apikey_operator.testing.harness import (
     APIKEYS,
     POLICIES,
@@ -30,6 +29,7 @@ from apikey_operator.testing.harness import (
 )
 from apikey_operator.testing.kubeapi import KubernetesApiError
 from tests.corpus.manifests import OUTCOMES, CorpusCase, load_all
+from tests.support.faults_contract import decoded_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

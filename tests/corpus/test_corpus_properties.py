@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apikey_operator.spec import SpecError, parse_apikey, parse_policy
-from apikey_operator.testing.corpus_schema import from_crd_schema
+from tests.support.corpus_schema import from_crd_schema
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 
 from apikey_operator import keys
 from apikey_operator.testing.harness import APIKEYS, POLICIES, SECRETS, LocalCluster
-from apikey_operator.testing.invariants import SecretTimeline
 from tests.integration.helpers import apikey, policy, store_valid_keys
+from tests.support.invariants import SecretTimeline
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,9 @@ from prometheus_client import generate_latest
 
 from apikey_operator import metrics
 from apikey_operator.client import AwsSecretsManagerSource, VaultSource
-from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
+from apikey_operator.testing.harness import LocalCluster
+from tests.integration.helpers import apikey
+from tests.support.fixtures_stores import (  # noqa: F401 (fixtures)
     aws_test_credentials,
     moto_server,
     openbao_server,
@@ -19,9 +21,7 @@ from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
     store_backend_aws,
     store_backend_vault,
 )
-from apikey_operator.testing.harness import LocalCluster
-from apikey_operator.testing.store_backends import AwsBackend, VaultBackend
-from tests.integration.helpers import apikey
+from tests.support.store_backends import AwsBackend, VaultBackend
 
 pytestmark = pytest.mark.integration
 StoreReader = Callable[[str, str], str]

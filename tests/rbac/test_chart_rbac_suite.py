@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from apikey_operator.testing.faults_contract import StoreProbe
 from apikey_operator.testing.harness import APIKEYS, SECRETS, LocalCluster
 from tests.integration.helpers import apikey, policy
 from tests.rbac.chart_release import (
@@ -27,6 +26,7 @@ from tests.rbac.chart_release import (
 )
 from tests.rbac.conftest import OUTSIDE, WATCHED, ChartFactory, stores_values
 from tests.reliability.conftest import store_config_for
+from tests.support.faults_contract import StoreProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from apikey_operator.testing.controlplane import ControlPlane
-from apikey_operator.testing.faults_contract import StoreProbe
 from apikey_operator.testing.harness import LocalCluster
 from apikey_operator.testing.kubeapi import KubeApi, KubernetesApiError
 from tests.integration.helpers import apikey
 from tests.rbac.chart_release import ChartRelease
 from tests.rbac.conftest import OUTSIDE, WATCHED, ChartFactory
+from tests.support.faults_contract import StoreProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 

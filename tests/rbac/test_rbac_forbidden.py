@@ -18,11 +18,11 @@ import pytest
 
 from apikey_operator import keys
 from apikey_operator.stores import StoreState
-from apikey_operator.testing.faults_contract import StoreProbe
 from apikey_operator.testing.harness import LocalCluster
 from tests.integration.helpers import apikey
 from tests.rbac.chart_release import ChartRelease, without_verbs
 from tests.rbac.conftest import ChartFactory
+from tests.support.faults_contract import StoreProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 

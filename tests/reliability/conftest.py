@@ -18,10 +18,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from apikey_operator import metrics
-from apikey_operator.testing.faults_contract import StoreProbe
 from apikey_operator.testing.harness import LocalCluster
 from apikey_operator.testing.servers import MotoServer, OpenBaoServer
-from apikey_operator.testing.store_backends import AWS_TEST_CREDENTIALS, AWS_TEST_REGION
+from tests.support.faults_contract import StoreProbe
+from tests.support.store_backends import AWS_TEST_CREDENTIALS, AWS_TEST_REGION
 
 STORE_KINDS = ("kubernetes", "vault", "aws")
 
@@ -119,4 +119,4 @@ def assert_no_leaks(cluster: LocalCluster, *extra_text: str) -> None:
 
 
 # The suite-wide leak scan, for this folder until the top-level conftest registers it.
-from apikey_operator.testing.faults_leakscan import suite_leak_scan  # noqa: E402, F401
+from tests.support.faults_leakscan import suite_leak_scan  # noqa: E402, F401

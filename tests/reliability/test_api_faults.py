@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from apikey_operator.testing.faults_contract import (
+from apikey_operator.testing.harness import LocalCluster
+from apikey_operator.testing.kube_traffic import WRITE_VERBS, Fault
+from tests.integration.helpers import apikey
+from tests.support.faults_contract import (
     Expectation,
     StoreProbe,
     contract_violations,
     converged,
     decoded_data,
 )
-from apikey_operator.testing.harness import LocalCluster
-from apikey_operator.testing.invariants import SecretTimeline
-from apikey_operator.testing.kube_traffic import WRITE_VERBS, Fault
-from tests.integration.helpers import apikey
+from tests.support.invariants import SecretTimeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

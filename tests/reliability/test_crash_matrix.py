@@ -24,18 +24,18 @@ import pytest
 
 from apikey_operator.crashpoints import POINTS
 from apikey_operator.keys import fingerprint
-from apikey_operator.testing.faults_contract import (
+from apikey_operator.testing.harness import SECRETS, LocalCluster
+from apikey_operator.testing.process import OperatorProcess
+from tests.integration.helpers import apikey, policy
+from tests.reliability.conftest import STORE_KINDS, store_config_for
+from tests.support.faults_contract import (
     Expectation,
     StoreProbe,
     contract_violations,
     converged,
     decoded_data,
 )
-from apikey_operator.testing.harness import SECRETS, LocalCluster
-from apikey_operator.testing.invariants import SecretTimeline
-from apikey_operator.testing.process import OperatorProcess
-from tests.integration.helpers import apikey, policy
-from tests.reliability.conftest import STORE_KINDS, store_config_for
+from tests.support.invariants import SecretTimeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 

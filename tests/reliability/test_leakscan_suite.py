@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from apikey_operator import keys, redaction
-from apikey_operator.testing.faults_leakscan import LeakScan, _CaptureHandler
+from tests.support.faults_leakscan import LeakScan, _CaptureHandler
 
 pytestmark = pytest.mark.unit
 

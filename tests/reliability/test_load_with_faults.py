@@ -9,9 +9,9 @@ import pathlib
 
 import pytest
 
-from apikey_operator.testing.faults_load import LoadConfig, run_load
 from apikey_operator.testing.servers import TcpProxy
 from tests.reliability.conftest import StoreConfigFactory
+from tests.support.faults_load import LoadConfig, run_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

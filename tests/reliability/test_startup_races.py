@@ -13,10 +13,10 @@ from datetime import datetime
 
 import pytest
 
-from apikey_operator.testing.faults_contract import converged
 from apikey_operator.testing.harness import LocalCluster
 from apikey_operator.testing.process import OperatorProcess
 from tests.integration.helpers import apikey, policy
+from tests.support.faults_contract import converged
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -20,14 +20,18 @@ from typing import Any
 import pytest
 
 from apikey_operator import metrics
-from apikey_operator.testing.faults_contract import (
+from apikey_operator.testing.harness import LocalCluster
+from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
+from tests.integration.helpers import apikey
+from tests.reliability.conftest import store_config_for
+from tests.support.faults_contract import (
     Expectation,
     StoreProbe,
     contract_violations,
     converged,
     decoded_data,
 )
-from apikey_operator.testing.faults_http import (
+from tests.support.faults_http import (
     AWS_500,
     AWS_THROTTLE,
     VAULT_429,
@@ -35,10 +39,6 @@ from apikey_operator.testing.faults_http import (
     FaultHttpProxy,
     HttpFault,
 )
-from apikey_operator.testing.harness import LocalCluster
-from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
-from tests.integration.helpers import apikey
-from tests.reliability.conftest import store_config_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from apikey_operator import keys
-from apikey_operator.testing.faults_contract import StoreProbe, decoded_data
 from apikey_operator.testing.harness import APIKEYS, LocalCluster
 from tests.integration.helpers import apikey
 from tests.reliability.conftest import STORE_KINDS, StoreConfigFactory
+from tests.support.faults_contract import StoreProbe, decoded_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -1,7 +1,7 @@
 """The store contract suite runs once per backend named in STORE_BACKENDS.
 
 A backend is a ``store_backend_<name>`` fixture returning a
-`apikey_operator.testing.store_backends.StoreBackend`; adding one is adding its
+`tests.support.store_backends.StoreBackend`; adding one is adding its
 name here.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from apikey_operator.keys import KeyFormat, generate
 from apikey_operator.stores.base import KeyRef, VersionDocument
-from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
+from tests.support.fixtures_stores import (  # noqa: F401 (fixtures)
     aws_test_credentials,
     counting_store,
     make_store,
@@ -25,10 +25,10 @@ from apikey_operator.testing.fixtures_stores import (  # noqa: F401 (fixtures)
     store_backend_aws,
     store_backend_vault,
 )
-from apikey_operator.testing.store_backend_kubernetes import (  # noqa: F401 (fixture)
+from tests.support.store_backend_kubernetes import (  # noqa: F401 (fixture)
     store_backend_kubernetes,
 )
-from apikey_operator.testing.store_backends import StoreBackend
+from tests.support.store_backends import StoreBackend
 
 STORE_BACKENDS = ["kubernetes", "vault", "aws"]
 

@@ -12,8 +12,8 @@ from apikey_operator.client import AwsSecretsManagerSource
 from apikey_operator.stores.aws import AwsSecretsManagerStore, version_id
 from apikey_operator.stores.base import StoreError, StoreUnavailable, VersionDocument
 from apikey_operator.testing.servers import free_port
-from apikey_operator.testing.store_backends import AwsBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
+from tests.support.store_backends import AwsBackend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

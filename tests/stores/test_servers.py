@@ -10,8 +10,8 @@ import pytest
 
 from apikey_operator.stores.base import StoreError, StoreUnavailable
 from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
-from apikey_operator.testing.store_backends import VaultBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
+from tests.support.store_backends import VaultBackend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -34,8 +34,8 @@ from apikey_operator.stores.retry import BlockingRunner
 from apikey_operator.stores.vault import VaultStore
 from apikey_operator.stores.vault import _classify as vault_classify
 from apikey_operator.stores.vault import parse_config as parse_vault
-from apikey_operator.testing.counting_store import CountingStore
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
+from tests.support.counting_store import CountingStore
 
 pytestmark = pytest.mark.unit
 

@@ -22,8 +22,8 @@ from hypothesis.stateful import (
 )
 
 from apikey_operator.stores.base import KeyRef, Store, StoreUnavailable, VersionDocument
-from apikey_operator.testing.store_backends import StoreBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
+from tests.support.store_backends import StoreBackend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -23,8 +23,8 @@ from apikey_operator.testing.servers import (
     free_port,
     service_account_jwt,
 )
-from apikey_operator.testing.store_backends import VaultBackend
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
+from tests.support.store_backends import VaultBackend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -1,7 +1,7 @@
 """A suite-wide leak scan: every key seen during the test run must never appear where users or
 log pipelines look. Register it from the top-level conftest::
 
-    pytest_plugins = ["apikey_operator.testing.faults_leakscan"]
+    pytest_plugins = ["tests.support.faults_leakscan"]
 
 What is recorded as a key: everything `redaction.register` sees in this process (the
 in-thread operator, stores, generators), and every key held in any consumer Secret or

@@ -26,19 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apikey_operator.testing.faults_contract import (
+from apikey_operator.testing.harness import APIKEYS, POLICIES, LocalCluster
+from apikey_operator.testing.kube_traffic import WRITE_VERBS
+from apikey_operator.testing.kubeapi import KubeApi
+from apikey_operator.testing.process import OperatorProcess
+from apikey_operator.testing.servers import TcpProxy
+from tests.support.faults_contract import (
     StoreProbe,
     contract_violations,
     converged,
     decoded_data,
 )
-from apikey_operator.testing.faults_leakscan import LeakScan
-from apikey_operator.testing.harness import APIKEYS, POLICIES, LocalCluster
-from apikey_operator.testing.invariants import SecretTimeline
-from apikey_operator.testing.kube_traffic import WRITE_VERBS
-from apikey_operator.testing.kubeapi import KubeApi
-from apikey_operator.testing.process import OperatorProcess
-from apikey_operator.testing.servers import TcpProxy
+from tests.support.faults_leakscan import LeakScan
+from tests.support.invariants import SecretTimeline
 
 NAMESPACES = ("load-a", "load-b", "load-c", "load-d")
 
@@ -116,7 +116,7 @@ def run_load(workdir: Path, stores: Mapping[str, Mapping[str, Any]],
              log: Callable[[str], None] = print) -> LoadReport:
     """Run the load; `stores` maps store name -> config ("kubernetes" needs none) and
     `proxies` store name -> the TcpProxy its address goes through (for outages)."""
-    rng = random.Random(config.seed)  # noqa: S311 (picks fault targets, not secrets)
+    rng = random.Random(config.seed)
     report = LoadReport(keys=config.keys)
     names = list(stores) or ["kubernetes"]
     assignments = [(NAMESPACES[i % len(NAMESPACES)], f"key-{i:04d}", names[i % len(names)])

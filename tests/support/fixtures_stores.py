@@ -1,6 +1,6 @@
 """pytest fixtures for the store backends; load with ``pytest_plugins``.
 
-``pytest_plugins = ["apikey_operator.testing.fixtures_stores"]`` provides:
+``pytest_plugins = ["tests.support.fixtures_stores"]`` provides:
 
 - ``openbao_server`` (session): a started dev `OpenBaoServer` (in-memory data);
 - ``moto_server`` (session): a started `MotoServer`;
@@ -24,9 +24,9 @@ import pytest
 import pytest_asyncio
 
 from apikey_operator.stores import Store
-from apikey_operator.testing.counting_store import CountingStore
 from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
-from apikey_operator.testing.store_backends import (
+from tests.support.counting_store import CountingStore
+from tests.support.store_backends import (
     AWS_TEST_CREDENTIALS,
     AwsBackend,
     StoreBackend,
