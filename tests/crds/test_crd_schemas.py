@@ -223,6 +223,10 @@ def test_printer_columns() -> None:
         "Next Rotation": ".status.nextRotationTime",
         "Age": ".metadata.creationTimestamp",
     }
+    (version,) = load_crd(APIKEY_CRD)["spec"]["versions"]
+    types = {c["name"]: c["type"] for c in version["additionalPrinterColumns"]}
+    # kubectl shows a future `date` as "<invalid>"; the next rotation is always in the future.
+    assert types["Next Rotation"] == "string"
     assert columns(POLICY_CRD) == {
         "Rotate Every": ".spec.rotateEvery",
         "Grace": ".spec.gracePeriod",

@@ -56,6 +56,19 @@ def test_kubectl_get_watch_prints_full_rows_on_every_update(cluster: LocalCluste
     assert rows[-1][1] == "True" and rows[-1][3:5] == ["kubernetes", "2"], out
 
 
+def test_the_next_rotation_column_shows_when(cluster: LocalCluster) -> None:
+    """A `date` printer column renders a future time as "<invalid>" in kubectl."""
+    cluster.apply({"apiVersion": "apikeys.dev/v1alpha1", "kind": "RotationPolicy",
+                   "metadata": {"name": "monthly"}, "spec": {"rotateEvery": "30d"}})
+    cluster.apply(apikey("scheduled", rotationPolicyRef={"name": "monthly"}))
+    body = cluster.wait_for(lambda: (b := cluster.wait_ready("payments", "scheduled")) and
+                            b["status"].get("nextRotationTime") and b, what="a schedule")
+    table = subprocess.run(kubectl(cluster, "get", "ak", "-n", "payments", "scheduled"),
+                           capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "<invalid>" not in table, table
+    assert body["status"]["nextRotationTime"] in table, table
+
+
 def test_kubectl_get_events_has_last_seen_and_describe_shows_conditions(
         cluster: LocalCluster) -> None:
     cluster.apply(apikey("described"))
