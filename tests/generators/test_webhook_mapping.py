@@ -81,3 +81,20 @@ def test_a_bad_answer_is_refused_without_echoing_it(answer: object, message: str
         minted_from_answer(answer)
     assert "x" * 20 not in str(info.value) and KEY not in str(info.value)
     assert "two words" not in str(info.value)
+
+
+@pytest.mark.parametrize("key_id", [KEY, f"id-{KEY}", KEY[4:20]],
+                         ids=["the key itself", "the key inside the id", "a long run of the key"])
+def test_an_id_that_is_key_material_is_refused_and_the_key_is_masked(key_id: str) -> None:
+    """Issue 18, finding 7: the id is logged and routed by; it must never carry the key."""
+    from apikey_operator import redaction
+
+    with pytest.raises(GeneratorError, match="part of\\) the key itself") as info:
+        minted_from_answer({"id": key_id, "key": KEY})
+    assert KEY not in str(info.value)
+    assert redaction.is_registered(KEY)  # registered before anything could log it
+
+
+def test_a_short_shared_prefix_is_not_key_material() -> None:
+    minted = minted_from_answer({"id": "vnd_0123", "key": KEY})
+    assert minted.external_id == "vnd_0123"

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 
 import aiohttp
 
+from apikey_operator import redaction
 from apikey_operator.generators import register
 from apikey_operator.generators.base import (
     GeneratorConfigError,
@@ -256,6 +257,10 @@ def status_text(status: int) -> str:
         return str(status)
 
 
+# An id that long found inside the key is key material (short ones, like a shared prefix, are not).
+MIN_KEYLIKE_ID = 12
+
+
 def minted_from_answer(payload: object) -> MintedKey:
     """The key and id from a mint answer; GeneratorError naming the bad field (not its value)."""
     if not isinstance(payload, Mapping):
@@ -272,6 +277,14 @@ def minted_from_answer(payload: object) -> MintedKey:
         raise GeneratorError(
             f"the mint answer's 'key' is not 1..{MAX_KEY_LENGTH} printable "
             "ASCII characters without spaces"
+        )
+    # The id is logged, stored in metadata and put in DELETE paths: it must not be (or hold a
+    # long run of) the key itself. Registered first, so even this refusal's log line is masked.
+    redaction.register(key)
+    if key in key_id or (len(key_id) >= MIN_KEYLIKE_ID and key_id in key):
+        raise GeneratorError(
+            "the mint answer's 'id' is (or is part of) the key itself; a vendor must identify "
+            "keys by an id that is not key material"
         )
     return MintedKey(key=key, external_id=key_id)
 
