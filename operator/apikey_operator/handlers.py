@@ -67,8 +67,9 @@ class OperatorState:
     runtime: Runtime | None = None
     reconciler: Reconciler | None = None
     workers: dict[str, Worker] = field(default_factory=dict)  # by ApiKey uid
+    # Last labels seen per namespace: only to wake the keys of a namespace whose labels changed
+    # (the decisions read the kopf index).
     namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
-    namespaces_known: bool = False
 
 
 STATE = OperatorState(settings=Settings())
@@ -107,7 +108,6 @@ def configure(settings: Settings) -> None:
     STATE.settings = settings
     STATE.workers.clear()
     STATE.namespaces.clear()
-    STATE.namespaces_known = False
     STATE.runtime = None
     STATE.reconciler = None
 
@@ -225,9 +225,23 @@ async def policy_event(name: str, **_: Any) -> None:
             worker.wake.set()
 
 
+@kopf.index("v1", "namespaces")
+def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
+    """Every namespace's labels, by name. An index, like the policies, so that no worker
+    decides anything selector-dependent before every namespace is listed (a key would
+    otherwise be judged against no labels at all right after a start)."""
+    return {name: {str(k): str(v) for k, v in (body.get("metadata", {}).get("labels")
+                                               or {}).items()}}
+
+
+def _namespace_labels(index: kopf.Index[str, dict[str, str]],
+                      namespace: str) -> dict[str, str] | None:
+    bodies = index.get(namespace)
+    return next(iter(bodies), None) if bodies else None
+
+
 @kopf.on.event("v1", "namespaces")
 async def namespace_event(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
-    STATE.namespaces_known = True
     labels = dict(body.get("metadata", {}).get("labels") or {})
     if type == "DELETED":
         STATE.namespaces.pop(name, None)
@@ -243,7 +257,8 @@ async def namespace_event(body: kopf.Body, name: str, type: str | None, **_: Any
 @kopf.daemon(GROUP, VERSION, "apikeys", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                         stopped: kopf.DaemonStopped, logger: kopf.Logger,
-                        policy_index: kopf.Index[str, Mapping[str, Any]], **_: Any) -> None:
+                        policy_index: kopf.Index[str, Mapping[str, Any]],
+                        namespace_index: kopf.Index[str, dict[str, str]], **_: Any) -> None:
     worker = Worker(namespace=namespace, name=name)
     STATE.workers[uid] = worker
     backoff = BACKOFF_START
@@ -276,7 +291,11 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                         "metadata": dict(body.get("metadata", {})),
                         "spec": dict(spec) if isinstance(spec, Mapping) else spec,
                         "status": status}
-            labels = STATE.namespaces.get(namespace) if STATE.namespaces_known else None
+            labels = _namespace_labels(namespace_index, namespace)
+            if labels is None and worker.policy_name:
+                # Our namespace is not indexed yet (created a moment ago): its event wakes us.
+                await _sleep(worker.wake, stopped, 5.0)
+                continue
             delay: float | None
             try:
                 outcome = await reconciler.reconcile(snapshot, _policies(policy_index), labels)

@@ -100,7 +100,7 @@ def store_config(request: pytest.FixtureRequest) -> StoreConfigFactory:
 
 @pytest.fixture
 def bare_cluster() -> Iterator[LocalCluster]:
-    """The emulated API alone (the test runs the operator as a process or a thread)."""
+    """The control plane alone (the test runs the operator as a process or a thread)."""
     with LocalCluster(start_operator=False, namespaces=("default", "payments", "team-a",
                                                         "team-b")) as local:
         yield local

@@ -47,3 +47,35 @@ def test_a_rotation_requested_while_down_gets_the_policys_grace_whatever_the_lis
     status = (cluster.apikey("payments", "billing") or {})["status"]
     grace = _at(status["previousKey"]["validUntil"]) - _at(status["lastRotationTime"])
     assert grace.total_seconds() <= 31, f"the rotation used a {grace} grace, not the policy's 30s"
+
+
+def test_no_selector_verdict_before_the_namespaces_are_listed(
+    bare_cluster: LocalCluster, tmp_path: pathlib.Path
+) -> None:
+    """Issue 18, finding 8: right after a start the keys were judged against no labels at all
+    (Ready=False PolicyNotAllowed for every admitted key; a NotIn selector would have admitted
+    keys it must refuse). Here the namespaces LIST is made 2 s slower than the rest."""
+    cluster = bare_cluster
+    cluster.api.ensure_namespace("payments", {"env": "prod"})
+    cluster.api.ensure_namespace("team-a", {"env": "test"})
+    cluster.apply(policy("prod-only", rotateEvery="30d",
+                         namespaceSelector={"matchLabels": {"env": "prod"}}))
+    cluster.apply(policy("not-prod", rotateEvery="30d", namespaceSelector={
+        "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]}))
+    names = [f"key-{i}" for i in range(10)]
+    for name in names:
+        cluster.apply(apikey(name, rotationPolicyRef={"name": "prod-only"}))
+    cluster.apply(apikey("refused", rotationPolicyRef={"name": "not-prod"}))
+    cluster.api.traffic.inject(delay=2.0, times=1, verbs="list", resource="namespaces")
+    process = OperatorProcess(cluster.kubeconfig, tmp_path)
+    try:
+        process.start()
+        for name in names:
+            cluster.wait_ready("payments", name, timeout=40)
+        cluster.wait_reason("payments", "refused", "PolicyNotAllowed", timeout=40)
+    finally:
+        process.stop()
+    for name in names:
+        assert "PolicyNotAllowed" not in cluster.event_reasons("payments", name), name
+    status = (cluster.apikey("payments", "refused") or {}).get("status") or {}
+    assert "nextRotationTime" not in status, "a key the selector refuses was scheduled"
