@@ -277,10 +277,7 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             spec = body.get("spec") or {}
             ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
             worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
-            target = spec.get("secret") if isinstance(spec, Mapping) else None
-            target_name = target.get("name") if isinstance(target, Mapping) else None
-            worker.secret_name = target_name if isinstance(target_name, str) and target_name \
-                else name
+            worker.secret_name = _secret_name(body)
             raw_status = body.get("status")
             status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
             if worker.status_written is not None:
@@ -344,12 +341,7 @@ async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logge
             await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_START * 2 ** attempt))
     else:
         done = "store cleanup failed; the entry may still exist"
-    namespace = str(meta.get("namespace"))
-    spec = body.get("spec")
-    target = spec.get("secret") if isinstance(spec, Mapping) else None
-    secret_name = target.get("name") if isinstance(target, Mapping) else None
-    secret_name = secret_name if isinstance(secret_name, str) and secret_name \
-        else str(meta.get("name"))
+    namespace, secret_name = str(meta.get("namespace")), _secret_name(body)
     try:
         secret = await runtime.kube.get_secret(namespace, secret_name)
         owners = ((secret or {}).get("metadata") or {}).get("ownerReferences") or []
@@ -362,6 +354,15 @@ async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logge
     for other in STATE.workers.values():
         if (other.namespace, other.name) == (namespace, meta.get("name")) and not other.gone:
             other.wake.set()
+
+
+def _secret_name(body: Mapping[str, Any]) -> str:
+    """The consumer Secret an ApiKey names (spec.secret.name, else its own name), read without
+    validating the rest of the spec: a worker needs it even for an invalid or deleted key."""
+    spec = body.get("spec")
+    target = spec.get("secret") if isinstance(spec, Mapping) else None
+    name = target.get("name") if isinstance(target, Mapping) else None
+    return name if isinstance(name, str) and name else str(body.get("metadata", {}).get("name"))
 
 
 def _ready_reason(status: Mapping[str, Any] | None) -> str | None:

@@ -18,7 +18,7 @@ import os
 import ssl
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -107,7 +107,7 @@ class ApiProxy:
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
         self._failure: BaseException | None = None
-        self._cut: set[asyncio.Event] = set()
+        # One event per open watch stream (set it to cut the stream), with its resource.
         self._watch_resources: dict[asyncio.Event, str | None] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class ApiProxy:
         try:
             await self._stop.wait()
         finally:
-            for event in list(self._cut):
+            for event in list(self._watch_resources):
                 event.set()
             await runner.cleanup()
             await self._session.close()
@@ -194,21 +194,16 @@ class ApiProxy:
 
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         route = route_of(request.method, request.path, request.query)
-        record = self.traffic.record(request.method, request.path, route.verb,
-                                     group=route.group, version=route.version,
-                                     resource=route.resource, subresource=route.subresource,
-                                     namespace=route.namespace, name=route.name)
+        record = self.traffic.record(request.method, request.path, **asdict(route))
         fault = self.traffic.take_fault(record)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status is not None:
-                response = self._fault_response(route, fault.status, fault.message,
-                                                fault.retry_after)
-                record.status = response.status
+                record.status = fault.status
                 if route.verb == "watch":
                     return await self._fault_watch(request, fault.status, fault.message)
-                return response
+                return self._fault_response(fault.status, fault.message, fault.retry_after)
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         try:
@@ -216,8 +211,8 @@ class ApiProxy:
                 request.method, self.upstream + request.path_qs, data=body or None,
                 headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, OSError) as exc:
-            record.status = 502
-            return self._fault_response(route, 503, f"proxy: upstream unreachable: {exc}", None)
+            record.status = 503
+            return self._fault_response(503, f"proxy: upstream unreachable: {exc}", None)
         record.status = upstream.status
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
         if route.verb != "watch":
@@ -234,7 +229,6 @@ class ApiProxy:
         await response.prepare(request)
         cut = asyncio.Event()
         self._watch_resources[cut] = resource
-        self._cut.add(cut)
         reader = asyncio.ensure_future(self._pump(upstream, response))
         waiter = asyncio.ensure_future(cut.wait())
         try:
@@ -246,7 +240,6 @@ class ApiProxy:
                 await reader
             upstream.close()
             self._watch_resources.pop(cut, None)
-            self._cut.discard(cut)
         if cut.is_set():
             # A cut stream ends abruptly, without the final chunk, as a dropped connection does.
             if request.transport is not None:
@@ -269,7 +262,7 @@ class ApiProxy:
                 "message": message or f"injected fault: HTTP {code}",
                 "reason": reason_for(code), "code": code}
 
-    def _fault_response(self, route: Route, code: int, message: str | None,
+    def _fault_response(self, code: int, message: str | None,
                         retry_after: int | None) -> aiohttp.web.Response:
         status = self._status_body(code, message)
         if retry_after is not None:
