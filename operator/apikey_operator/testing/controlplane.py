@@ -323,7 +323,8 @@ class ControlPlane:
                 "--leader-elect=false", "--use-service-account-credentials=false",
                 "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
                 f"--cert-dir={pki_dir / 'kcm'}", "--concurrent-gc-syncs=5",
-                "--concurrent-namespace-syncs=5", "--v=0",
+                # A test module (the corpus) can leave a hundred namespaces to delete at once.
+                "--concurrent-namespace-syncs=20", "--v=0",
             ])
         for namespace in self.namespaces:
             self.api.ensure_namespace(namespace)
@@ -454,7 +455,7 @@ def reset_cluster(api: KubeApi, namespaces: Iterable[str], *, timeout: float = 6
     and empty of what tests create, and no RotationPolicy. Finalizers are removed first: the
     operator that would have released them is gone."""
     keep = set(namespaces) | SYSTEM_NAMESPACES | _UNDELETABLE
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     for resource in _CLUSTER_RESETTABLE:
         try:
             objects = api.list_objects(resource)
@@ -473,6 +474,9 @@ def reset_cluster(api: KubeApi, namespaces: Iterable[str], *, timeout: float = 6
             _empty(api, resource, name, deletion=name not in keep)
         if name not in keep and not (ns.get("metadata") or {}).get("deletionTimestamp"):
             api.delete_object("v1/namespaces", None, name, missing_ok=True)
+    # The namespace controller deletes a namespace in about a second, a few at a time: the
+    # allowance grows with how many there are, `timeout` being the floor.
+    deadline = started + max(timeout, 2.0 * len(set(present) - keep))
     while True:
         names = {ns["metadata"]["name"] for ns in api.list_objects("v1/namespaces")}
         leftover = names - keep
