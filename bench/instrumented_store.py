@@ -89,6 +89,8 @@ class InstrumentedStore:
     def __init__(self, inner: Store, stats: StoreStats = STATS) -> None:
         self.inner = inner
         self.name = inner.name
+        # Declared, not discovered: the planner reads a store's capabilities from here.
+        self.capabilities = inner.capabilities
         self.stats = stats
 
     async def _timed(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -124,11 +126,8 @@ class InstrumentedStore:
         await self.inner.close()
 
     def __getattr__(self, name: str) -> Any:
-        """Optional store capabilities (``write_initial``, ...), timed like the rest.
-
-        Present exactly when the inner store has them, so the operator's capability checks
-        (``isinstance(store, SupportsWriteInitial)``) see the same answer as unwrapped.
-        """
+        """The optional methods (``write_initial``, ...) the inner store's capabilities
+        name, timed like the rest."""
         if name == "inner":
             raise AttributeError(name)
         attr = getattr(self.inner, name)

@@ -10,6 +10,8 @@ changed. While idle a worker makes no API and no store calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
 import os
 import random
@@ -20,10 +22,11 @@ from typing import Any
 
 import kopf
 
-from apikey_operator import redaction
+from apikey_operator import conditions, redaction
 from apikey_operator.config import Settings, build_generators, build_stores
 from apikey_operator.generators import GeneratorError
 from apikey_operator.kube import KubeClient, KubeError
+from apikey_operator.reasons import Reason
 from apikey_operator.reconciler import (
     ReconcileFailed,
     Reconciler,
@@ -31,7 +34,14 @@ from apikey_operator.reconciler import (
     delete_from_store,
     secret_digest,
 )
-from apikey_operator.spec import GROUP, MANAGED_BY, MANAGED_BY_LABEL, VERSION
+from apikey_operator.spec import (
+    GROUP,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    VERSION,
+    SpecError,
+    parse_policy,
+)
 from apikey_operator.stores import StoreError
 from apikey_operator.stores.kubernetes import STORE_LABEL
 
@@ -42,7 +52,7 @@ BACKOFF_CAP = 300.0
 # A key blocked by an object that is not ours (SecretConflict, StoreConflict) is woken by the
 # events we see, but the blocker's removal is not always one of them (a store entry, a Secret
 # without our label): such keys also look again on a bounded backoff.
-CONFLICT_REASONS = frozenset({"SecretConflict", "StoreConflict"})
+CONFLICT_REASONS = frozenset({Reason.SECRET_CONFLICT, Reason.STORE_CONFLICT})
 CONFLICT_RETRY_START = 2.0
 
 
@@ -55,10 +65,90 @@ class Worker:
     secret_name: str = ""
     secret_digest: str = ""
     policy_name: str | None = None
-    status_written: Mapping[str, Any] | None = None
     # Set by the DELETED event of this uid: the object is gone, whether or not our finalizer
     # ever landed on it (deleted at once after creation, it never ran on.delete).
     gone: bool = False
+
+
+# Key changes arrive in bursts (a GitOps sync of a thousand keys): one status write per
+# policy per this many seconds at most.
+POLICY_STATUS_INTERVAL = 2.0
+
+
+class PolicyReporter:
+    """Keeps every RotationPolicy's own status (Ready, keys) true, from one task.
+
+    Not a kopf daemon: kopf puts a finalizer on every object a daemon serves, and a policy
+    must stay deletable while the operator is down. Marked policies are reported together
+    after `POLICY_STATUS_INTERVAL`; with nothing marked the task sleeps.
+    """
+
+    def __init__(self) -> None:
+        self.dirty: set[str] = set()
+        self.recorded: dict[str, Mapping[str, Any]] = {}  # by uid: our last write
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.policies: kopf.Index[str, Mapping[str, Any]] | None = None
+        self.refs: kopf.Index[str, str] | None = None
+
+    def mark(self, name: str | None) -> None:
+        if name is None:
+            return
+        self.dirty.add(name)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(POLICY_STATUS_INTERVAL)
+            self._wake.clear()
+            names, self.dirty = self.dirty, set()
+            runtime = STATE.runtime
+            if runtime is None or self.policies is None or self.refs is None:
+                self.dirty |= names
+                continue
+            for name in sorted(names):
+                bodies = self.policies.get(name)
+                body = next(iter(bodies), None) if bodies else None
+                if body is not None:
+                    await self._report(runtime, body, len(self.refs.get(name, ())))
+
+    async def _report(self, runtime: Runtime, body: Mapping[str, Any], keys: int) -> None:
+        """Write the policy's status if it changed, and a Warning when it turns invalid."""
+        meta = body.get("metadata") or {}
+        name, uid = str(meta.get("name")), str(meta.get("uid", ""))
+        raw = body.get("status")
+        before = self.recorded.get(uid) or (raw if isinstance(raw, Mapping) else {})
+        error = summary = None
+        try:
+            summary = parse_policy(body).summary()
+        except SpecError as exc:
+            error = str(exc)
+        generation = meta.get("generation")
+        after = conditions.policy_status(error, summary or "", keys, before,
+                                         generation if isinstance(generation, int) else 0,
+                                         runtime.clock())
+        patch = {k: v for k, v in after.items() if before.get(k) != v}
+        if not patch:
+            return
+        try:
+            await runtime.kube.patch_policy_status(name, patch, uid=uid, has_status=bool(before))
+        except KubeError as exc:
+            if exc.status != 404:
+                logger.warning("could not record the status of RotationPolicy %s: %s", name, exc)
+                self.dirty.add(name)  # the next mark retries it
+            return
+        self.recorded[uid] = after
+        for event in conditions.condition_events(before, after):
+            _post_event(body, event.type, event.reason, event.message)
 
 
 @dataclass
@@ -70,6 +160,10 @@ class OperatorState:
     # Last labels seen per namespace: only to wake the keys of a namespace whose labels changed
     # (the decisions read the kopf index).
     namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    # The policy each key names: a key that starts or stops naming one changes its `keys`.
+    key_policies: dict[str, str] = field(default_factory=dict)  # by ApiKey uid
+    policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
+    policies: PolicyReporter = field(default_factory=lambda: PolicyReporter())
 
 
 STATE = OperatorState(settings=Settings())
@@ -108,6 +202,9 @@ def configure(settings: Settings) -> None:
     STATE.settings = settings
     STATE.workers.clear()
     STATE.namespaces.clear()
+    STATE.key_policies.clear()
+    STATE.policy_specs.clear()
+    STATE.policies = PolicyReporter()
     STATE.runtime = None
     STATE.reconciler = None
 
@@ -148,6 +245,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    await STATE.policies.close()
     runtime = STATE.runtime
     if runtime is None:
         return
@@ -166,7 +264,16 @@ def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 @kopf.on.event(GROUP, VERSION, "apikeys")
-async def apikey_event(body: kopf.Body, uid: str, type: str | None, **_: Any) -> None:
+async def apikey_event(body: kopf.Body, uid: str, type: str | None, **kwargs: Any) -> None:
+    policy = None if type == "DELETED" else _policy_name(body)
+    if STATE.key_policies.get(uid) != policy:
+        STATE.policies.refs = kwargs["policy_refs"]
+        STATE.policies.mark(STATE.key_policies.get(uid))
+        STATE.policies.mark(policy)
+    if policy is None:
+        STATE.key_policies.pop(uid, None)
+    else:
+        STATE.key_policies[uid] = policy
     worker = STATE.workers.get(uid)
     if worker is None:
         return
@@ -210,19 +317,52 @@ def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str,
     """Every RotationPolicy by name. An index, because kopf lists indexed resources fully
     before any ApiKey handler or worker starts: a key never plans without its policy."""
     spec = body.get("spec")
-    return {name: {"metadata": {"name": name}, "spec": dict(spec) if isinstance(spec, Mapping)
-                   else spec}}
+    meta = body.get("metadata", {})
+    status = body.get("status")
+    return {name: {"metadata": {"name": name, "uid": meta.get("uid"),
+                                "generation": meta.get("generation")},
+                   "apiVersion": f"{GROUP}/{VERSION}", "kind": "RotationPolicy",
+                   "spec": dict(spec) if isinstance(spec, Mapping) else spec,
+                   "status": dict(status) if isinstance(status, Mapping) else {}}}
 
 
 def _policies(index: kopf.Index[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     return {name: next(iter(bodies)) for name, bodies in index.items() if len(bodies)}
 
 
+@kopf.index(GROUP, VERSION, "apikeys")
+def policy_refs(body: kopf.Body, uid: str, **_: Any) -> dict[str, str] | None:
+    """The ApiKeys by the policy they name: each policy's `keys` in its status."""
+    name = _policy_name(body)
+    return {name: uid} if name is not None else None
+
+
+def _policy_name(body: Mapping[str, Any]) -> str | None:
+    spec = body.get("spec")
+    ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
 @kopf.on.event(GROUP, VERSION, "rotationpolicies")
-async def policy_event(name: str, **_: Any) -> None:
-    for worker in STATE.workers.values():
-        if worker.policy_name == name:
-            worker.wake.set()
+async def policy_event(name: str, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    # Only a changed spec (or a deletion) changes a key's decision; the policy's own status
+    # writes come back here too and must not wake thousands of workers.
+    raw = body.get("spec")
+    spec = None if type == "DELETED" else (dict(raw) if isinstance(raw, Mapping) else {})
+    if STATE.policy_specs.get(name) != spec:
+        for worker in STATE.workers.values():
+            if worker.policy_name == name:
+                worker.wake.set()
+    if spec is None:
+        STATE.policy_specs.pop(name, None)
+    else:
+        STATE.policy_specs[name] = copy.deepcopy(spec)
+    if type != "DELETED":
+        # The reporter reads the indexes kopf keeps (they are only handed to handlers).
+        STATE.policies.policies = kwargs["policy_index"]
+        STATE.policies.refs = kwargs["policy_refs"]
+        STATE.policies.mark(name)
 
 
 @kopf.index("v1", "namespaces")
@@ -280,10 +420,6 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             worker.secret_name = _secret_name(body)
             raw_status = body.get("status")
             status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
-            if worker.status_written is not None:
-                # We are the only writer of these fields; the watch may lag behind our patch.
-                status.update(worker.status_written)
-                status = {k: v for k, v in status.items() if v is not None}
             snapshot = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey",
                         "metadata": dict(body.get("metadata", {})),
                         "spec": dict(spec) if isinstance(spec, Mapping) else spec,
@@ -297,8 +433,6 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             try:
                 outcome = await reconciler.reconcile(snapshot, _policies(policy_index), labels)
             except ReconcileFailed as exc:
-                if exc.status is not None:
-                    worker.status_written = exc.status
                 delay = _jittered(max(backoff, exc.retry_after or 0.0))
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
@@ -309,11 +443,10 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             else:
                 backoff = BACKOFF_START
                 worker.secret_digest = outcome.secret_digest
-                worker.status_written = outcome.status
                 delay = None
                 if outcome.wake_at is not None:
                     delay = max(0.0, (outcome.wake_at - datetime.now(UTC)).total_seconds())
-                if _ready_reason(outcome.status) in CONFLICT_REASONS:
+                if outcome.ready_reason in CONFLICT_REASONS:
                     retry = _jittered(conflict_backoff)
                     conflict_backoff = min(conflict_backoff * 2, BACKOFF_CAP)
                     delay = retry if delay is None else min(delay, retry)
@@ -322,6 +455,8 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             await _sleep(worker.wake, stopped, delay)
     finally:
         STATE.workers.pop(uid, None)
+        if STATE.runtime is not None:
+            STATE.runtime.statuses.forget(uid)
 
 
 async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logger) -> None:
@@ -363,13 +498,6 @@ def _secret_name(body: Mapping[str, Any]) -> str:
     target = spec.get("secret") if isinstance(spec, Mapping) else None
     name = target.get("name") if isinstance(target, Mapping) else None
     return name if isinstance(name, str) and name else str(body.get("metadata", {}).get("name"))
-
-
-def _ready_reason(status: Mapping[str, Any] | None) -> str | None:
-    for cond in (status or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
-            return str(cond.get("reason"))
-    return None
 
 
 def _jittered(delay: float) -> float:

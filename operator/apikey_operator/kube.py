@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import httpx2 as httpx
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -26,6 +26,7 @@ FIELD_MANAGER = "apikey-operator"
 T = TypeVar("T")
 
 ApiKeyResource = create_namespaced_resource(GROUP, VERSION, "ApiKey", "apikeys")
+PolicyResource = create_global_resource(GROUP, VERSION, "RotationPolicy", "rotationpolicies")
 _WORKLOADS = {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}
 
 
@@ -131,17 +132,28 @@ class KubeClient:
                          missing_ok=True)
 
     async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
-                                  *, uid: str, has_status: bool) -> None:
+                                  *, uid: str, has_status: bool) -> str:
         """Set the given status fields (None removes one) on the ApiKey with this uid only.
 
         A JSON patch whose first operation tests ``metadata.uid``: an ApiKey deleted and created
         again under the same name is another object, and a late write meant for the old one must
         fail (422) rather than land on it. A merge patch cannot carry that precondition (the
         status subresource ignores metadata). `has_status` says whether the object already has
-        a status to add fields to.
+        a status to add fields to. Returns the resourceVersion the write made.
         """
-        await self._call(f"updating status of ApiKey {namespace}/{name}",
-                         self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
+        obj = await self._call(f"updating status of ApiKey {namespace}/{name}",
+                               self.client.patch(ApiKeyResource.Status, name=name,
+                                                 namespace=namespace,
+                                                 obj=status_patch(status, uid, has_status),
+                                                 patch_type=PatchType.JSON))
+        return str(_as_dict(obj).get("metadata", {}).get("resourceVersion", "")) if obj else ""
+
+    async def patch_policy_status(self, name: str, status: Mapping[str, Any], *, uid: str,
+                                  has_status: bool) -> None:
+        """Set the given status fields on the RotationPolicy with this uid only (as for an
+        ApiKey: a policy created again under the same name is another object)."""
+        await self._call(f"updating status of RotationPolicy {name}",
+                         self.client.patch(PolicyResource.Status, name=name,
                                            obj=status_patch(status, uid, has_status),
                                            patch_type=PatchType.JSON))
 

@@ -11,16 +11,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from apikey_operator import crashpoints, keys, metrics, rotation
-from apikey_operator.conditions import Condition, build_conditions, condition_of
+from apikey_operator import conditions, crashpoints, keys, metrics, rotation
 from apikey_operator.generators import GeneratorError, GeneratorUnavailable, KeyGenerator
+from apikey_operator.generators.base import LocalKeys
 from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_data, secret_body
+from apikey_operator.reasons import Reason
 from apikey_operator.rotation import (
+    CreateInitial,
     CreatePending,
     Observation,
     PolicyView,
     Promote,
-    Revoke,
+    PromoteRevoking,
     SecretView,
     WriteSecret,
 )
@@ -38,9 +40,9 @@ from apikey_operator.spec import (
 )
 from apikey_operator.stores import KeyRef, Store, StoreConflict, StoreError, StoreUnavailable
 from apikey_operator.stores.base import (
+    Capabilities,
     SupportsPromoteRevoking,
     SupportsWriteInitial,
-    VersionDocument,
     parse_time,
 )
 
@@ -94,6 +96,41 @@ class SecretCache:
         return entry is not None and entry[1] is not None and entry[0] == self._version(obj)
 
 
+class StatusCache:
+    """The status each ApiKey's last write left, by uid.
+
+    The watch event carrying our own patch may arrive after the next reconcile starts; the
+    fields we own are taken from here then, so a reconcile never plans from (or announces
+    against) a status older than its own last write. An object at least as new as that write
+    (by resourceVersion) wins: it also holds what another replica wrote since.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, Mapping[str, Any]]] = {}
+
+    def recorded(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = _as_mapping(body.get("metadata"))
+        observed = _as_mapping(body.get("status"))
+        uid = str(meta.get("uid", ""))
+        entry = self._entries.get(uid)
+        if entry is None:
+            return observed
+        seen = _version_number(meta.get("resourceVersion"))
+        if seen is not None and seen >= entry[0]:
+            del self._entries[uid]
+            return observed
+        merged = dict(observed)
+        merged.update(entry[1])
+        return {k: v for k, v in merged.items() if v is not None}
+
+    def wrote(self, uid: str, status: Mapping[str, Any], resource_version: str) -> None:
+        number = _version_number(resource_version)
+        self._entries[uid] = (number if number is not None else 0, copy.deepcopy(dict(status)))
+
+    def forget(self, uid: str) -> None:
+        self._entries.pop(uid, None)
+
+
 @dataclass
 class Runtime:
     """What every reconcile shares: stores, the API client, limits, the clock."""
@@ -103,6 +140,7 @@ class Runtime:
     post_event: EventPoster
     generators: Mapping[str, KeyGenerator] = field(default_factory=dict)
     secrets: SecretCache = field(default_factory=SecretCache)
+    statuses: StatusCache = field(default_factory=StatusCache)
     store_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     generate_key: Callable[[keys.KeyFormat], str] = keys.generate
@@ -114,19 +152,16 @@ class Outcome:
     wake_at: datetime | None
     blocked: bool
     secret_digest: str
-    # The status as this reconcile left it: the next reconcile starts from it, because the
-    # watch event carrying our own patch may not have arrived yet.
-    status: Mapping[str, Any]
+    # Ready's reason as this reconcile left it (the caller retries conflicts on a backoff).
+    ready_reason: str
 
 
 class ReconcileFailed(Exception):
     """Reconcile stopped early; the status already says why. `retry_after` hints the backoff."""
 
-    def __init__(self, message: str, retry_after: float | None = None,
-                 status: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        self.status = status
 
 
 def secret_digest(data: Mapping[str, Any] | None) -> str:
@@ -171,8 +206,24 @@ def policy_view(name: str | None, policies: Mapping[str, Mapping[str, Any]]) -> 
         return PolicyView(name=name, found=True, error=str(exc))
 
 
+@dataclass
+class _Attempt:
+    """One reconcile's working set: what `_apply` reads and updates step by step."""
+
+    body: Mapping[str, Any]
+    store: Store
+    source: KeyGenerator
+    obs: Observation
+    secret_obj: dict[str, Any] | None
+
+
 class Reconciler:
-    """Reconciles one ApiKey at a time (the caller serialises calls per key)."""
+    """Reconciles one ApiKey at a time (the caller serialises calls per key).
+
+    It decides nothing: `rotation.plan` says which step comes next and what to tell the
+    user, `conditions` what the status says; this class carries each step out (one call,
+    one crash point) and records the outcome.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -206,7 +257,7 @@ class Reconciler:
         ref = KeyRef(namespace=str(meta.get("namespace")), name=str(meta.get("name")),
                      uid=str(meta.get("uid", "")))
         # Objects that skipped schema validation may carry anything: never trust shapes.
-        status: Mapping[str, Any] = _as_mapping(body.get("status"))
+        status = self.rt.statuses.recorded(body)
         raw_generation = meta.get("generation")
         generation = raw_generation if isinstance(raw_generation, int) else 0
         annotations = _as_mapping(meta.get("annotations"))
@@ -234,12 +285,14 @@ class Reconciler:
         obs = Observation(
             now=now, ref=ref, generation=generation, spec=spec, spec_error=spec_error,
             store_error=store_error, status=status,
+            capabilities=store.capabilities if store is not None else Capabilities(),
+            vendor_keys=generator is not None,
             policy=policy_view(spec.policy_name if spec else None, policies),
             namespace_labels=namespace_labels,
             rotate_request=_token(annotations.get(ROTATE_ANNOTATION)),
             revoke_request=_token(annotations.get(REVOKE_ANNOTATION)),
         )
-        secret_obj: dict[str, Any] | None = None
+        attempt: _Attempt | None = None
         try:
             if spec is not None and store is not None:
                 obs = replace(obs, store_location=store.location(ref))
@@ -251,46 +304,46 @@ class Reconciler:
                 if not known:
                     secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
                 obs = replace(obs, store=state, secret=_secret_view(secret_obj))
+                attempt = _Attempt(body, store, generator or LocalKeys(self.rt.generate_key),
+                                   obs, secret_obj)
             plan = rotation.plan(obs)
             for _ in range(MAX_STEPS):
-                if plan.step is None or store is None or spec is None:
+                if plan.step is None or attempt is None:
                     break
-                obs, secret_obj = await self._apply(body, store, generator, spec, obs, plan.step,
-                                                    secret_obj)
-                obs = replace(obs, now=self.rt.clock())
+                await self._apply(attempt, plan.step)
+                attempt.obs = obs = replace(attempt.obs, now=self.rt.clock())
                 plan = rotation.plan(obs)
+            else:
+                raise StoreError(f"no stable state after {MAX_STEPS} steps")
         except StoreUnavailable as exc:
-            status_after = await self._report_failure(body, obs, "StoreUnavailable", str(exc))
-            raise ReconcileFailed(str(exc), exc.retry_after, status_after) from None
+            await self._report_failure(body, obs, Reason.STORE_UNAVAILABLE, str(exc))
+            raise ReconcileFailed(str(exc), exc.retry_after) from None
         except StoreConflict as exc:
-            status_after = await self._report_failure(body, obs, "StoreConflict", str(exc))
-            return Outcome(None, True, "", status_after or {})
+            await self._report_failure(body, obs, Reason.STORE_CONFLICT, str(exc))
+            return Outcome(None, True, "", Reason.STORE_CONFLICT)
         except StoreError as exc:
-            status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
-            raise ReconcileFailed(str(exc), None, status_after) from None
+            await self._report_failure(body, obs, Reason.ROTATION_FAILED, str(exc))
+            raise ReconcileFailed(str(exc), None) from None
         except GeneratorError as exc:
             # The current key stays in place: nothing after a failed mint has happened.
             message = f"key generator {spec.generator if spec else ''}: {exc}"
-            status_after = await self._report_failure(body, obs, "RotationFailed", message)
+            await self._report_failure(body, obs, Reason.ROTATION_FAILED, message)
             retry = exc.retry_after if isinstance(exc, GeneratorUnavailable) else 30.0
-            raise ReconcileFailed(message, retry, status_after) from None
+            raise ReconcileFailed(message, retry) from None
         except KubeTransient as exc:
             raise ReconcileFailed(str(exc), exc.retry_after) from None
         except KubeError as exc:
-            status_after = await self._report_failure(body, obs, "RotationFailed", str(exc))
-            raise ReconcileFailed(str(exc), None, status_after) from None
+            await self._report_failure(body, obs, Reason.ROTATION_FAILED, str(exc))
+            raise ReconcileFailed(str(exc), None) from None
 
-        new_status = dict(plan.status)
-        new_status["conditions"] = build_conditions(plan.conditions, status.get("conditions"),
-                                                    generation, now)
-        new_status["observedGeneration"] = generation
+        new_status = conditions.status_for(plan, status, generation, now)
         new_status["lastRestartToken"] = status.get("lastRestartToken")
         try:
             if plan.restarts and plan.restart_token \
                     and plan.restart_token != new_status["lastRestartToken"]:
                 await self._restart(body, ref, plan.restarts, plan.restart_token)
                 new_status["lastRestartToken"] = plan.restart_token
-            await self._write_status(body, status, new_status)
+            await self._write_status(body, status, new_status, plan.events)
         except KubeTransient as exc:
             # The steps are done; only the report is missing. Retry soon, from the store.
             raise ReconcileFailed(str(exc), exc.retry_after) from None
@@ -299,128 +352,85 @@ class Reconciler:
             if exc.status not in (404, 422):
                 # The steps are done but the status cannot say so (e.g. 403 on apikeys/status):
                 # the ApiKey's Events are the one place left where the user will see it.
-                self.rt.post_event(body, "Warning", "StatusUpdateFailed",
+                self.rt.post_event(body, "Warning", Reason.STATUS_UPDATE_FAILED,
                                    f"the key's status could not be recorded: {exc}")
             raise ReconcileFailed(str(exc)) from None
         self._observe_metrics(ref, new_status)
+        secret_obj = attempt.secret_obj if attempt is not None else None
         return Outcome(plan.wake_at, plan.blocked,
-                       secret_digest((secret_obj or {}).get("data")) if secret_obj else "",
-                       new_status)
+                       secret_digest(secret_obj.get("data")) if secret_obj else "",
+                       plan.readiness.reason)
 
-    async def _apply(
-        self,
-        body: Mapping[str, Any],
-        store: Store,
-        generator: KeyGenerator | None,
-        spec: ApiKeySpec,
-        obs: Observation,
-        step: rotation.Step,
-        secret_obj: dict[str, Any] | None,
-    ) -> tuple[Observation, dict[str, Any] | None]:
-        ref = obs.ref
-        if isinstance(step, CreatePending):
-            external_id = ""
-            if generator is not None:
-                minted = await generator.mint(ref, step.version, step.key_format, step.scopes)
-                key, external_id = minted.key, minted.external_id
+    async def _apply(self, attempt: _Attempt, step: rotation.Step) -> None:
+        """Carry out one step: one call, one crash point, the observation advanced."""
+        obs, store, ref = attempt.obs, attempt.store, attempt.obs.ref
+        if isinstance(step, CreateInitial | CreatePending):
+            minted = await attempt.source.mint(ref, step.version, step.key_format, step.scopes)
+            self.rt.on_key_seen(minted.key)
+            document = step.document(minted.key, minted.external_id)
+            if isinstance(step, CreateInitial):
+                written = await self._store_call(
+                    store, "write_initial",
+                    cast(SupportsWriteInitial, store).write_initial(ref, document))
             else:
-                key = self.rt.generate_key(step.key_format)
-            self.rt.on_key_seen(key)
-            document = replace(step.document(key), external_id=external_id)
-            if step.trigger == "initial" and isinstance(store, SupportsWriteInitial):
-                # The first version has no older key to protect: one write, already current.
-                written = await self._store_call(store, "write_initial",
-                                                 store.write_initial(ref, document))
-                crashpoints.reached("after-create")
-                obs = rotation.advance(obs, step, written)
-                promoted = Promote(written.version, obs.now, None)
-                metrics.ROTATIONS.labels(ref.namespace, ref.name, "initial", "success").inc()
-                self._event(body, rotation.Event(
-                    "Normal", "Provisioned",
-                    f"key version {written.version} ({keys.fingerprint(written.key)}) "
-                    f"provisioned in {obs.store_location}"))
-                return rotation.advance(obs, promoted), secret_obj
-            written = await self._store_call(store, "write_pending",
-                                             store.write_pending(ref, document))
+                written = await self._store_call(store, "write_pending",
+                                                 store.write_pending(ref, document))
             crashpoints.reached("after-create")
-            return rotation.advance(obs, step, written), secret_obj
-        if isinstance(step, WriteSecret):
-            new_body = secret_body(ref.namespace, step.name, step.data, step.labels,
-                                   step.annotations, owner_reference(body), secret_obj)
-            try:
-                if secret_obj is None:
-                    secret_obj = await self.rt.kube.create_secret(new_body)
-                else:
-                    secret_obj = await self.rt.kube.replace_secret(new_body)
-            except KubeError:
-                self.rt.secrets.forget(ref.namespace, step.name)  # read afresh on the retry
-                raise
-            self.rt.secrets.observed(secret_obj)
+            if isinstance(step, CreateInitial):
+                metrics.ROTATIONS.labels(ref.namespace, ref.name, "initial", "success").inc()
+            attempt.obs = rotation.advance(obs, step, written)
+        elif isinstance(step, WriteSecret):
+            await self._write_secret(attempt, step)
             crashpoints.reached({"project": "after-project", "expire": "after-expire-secret",
                                  "restore": "after-restore"}[step.purpose])
             if step.event is not None:
-                self._event(body, step.event)
-            return rotation.advance(obs, step), secret_obj
-        if isinstance(step, Promote):
-            trigger = ""
-            if obs.store.pending is not None:
-                trigger = obs.store.pending.handles.get("trigger", "")
-            old = obs.store.current
-            if (trigger == "revoke" and isinstance(store, SupportsPromoteRevoking)
-                    and generator is None and old is not None
-                    and old.key not in obs.secret.data.values()):
-                return await self._promote_revoking(body, store, obs, step, old), secret_obj
-            try:
-                await self._store_call(store, "promote",
-                                       store.promote(ref, step.version, step.previous_valid_until))
-            except StoreError:
-                metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "failure").inc()
-                raise
+                self._event(attempt.body, step.event)
+            attempt.obs = rotation.advance(obs, step)
+        elif isinstance(step, Promote):
+            await self._counted_rotation(ref, step.trigger, self._store_call(
+                store, "promote", store.promote(ref, step.version, step.previous_valid_until)))
             crashpoints.reached("after-promote")
-            metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "success").inc()
-            if step.event is not None:
-                self._event(body, step.event)
-            return rotation.advance(obs, step), secret_obj
-        assert isinstance(step, Revoke)
-        doc = next((d for d in (obs.store.previous, obs.store.pending, obs.store.current)
-                    if d is not None and d.version == step.version), None)
-        if generator is not None and doc is not None and doc.external_id:
-            # At the vendor first: the store keeps the version (and its id) until that worked.
-            await generator.revoke(ref, doc.external_id)
-        await self._store_call(store, "revoke", store.revoke(ref, step.version))
-        crashpoints.reached("after-revoke")
-        if step.event is not None:
-            kind = "emergency" if step.event.reason == "Revoked" else "expired"
-            metrics.REVOCATIONS.labels(ref.namespace, ref.name, kind).inc()
-            self._event(body, step.event)
+            attempt.obs = rotation.advance(obs, step)
+        elif isinstance(step, PromoteRevoking):
+            await self._counted_rotation(ref, "revoke", self._store_call(
+                store, "promote",
+                cast(SupportsPromoteRevoking, store).promote_revoking_current(ref, step.version)))
+            # One write did both steps: a crash right after it is a crash after either.
+            crashpoints.reached("after-promote")
+            crashpoints.reached("after-revoke")
+            metrics.REVOCATIONS.labels(ref.namespace, ref.name, "emergency").inc()
+            attempt.obs = rotation.advance(obs, step)
         else:
-            metrics.REVOCATIONS.labels(ref.namespace, ref.name, "superseded").inc()
-        return rotation.advance(obs, step), secret_obj
+            if step.external_id:
+                # At the vendor first: the store keeps the version (and its id) until that worked.
+                await attempt.source.revoke(ref, step.external_id)
+            await self._store_call(store, "revoke", store.revoke(ref, step.version))
+            crashpoints.reached("after-revoke")
+            metrics.REVOCATIONS.labels(ref.namespace, ref.name, step.kind).inc()
+            attempt.obs = rotation.advance(obs, step)
 
-    async def _promote_revoking(self, body: Mapping[str, Any], store: SupportsPromoteRevoking,
-                                obs: Observation, step: Promote,
-                                old: VersionDocument) -> Observation:
-        """Emergency revoke in one store write; the Secret no longer holds the old key."""
-        ref = obs.ref
+    async def _counted_rotation(self, ref: KeyRef, trigger: str, call: Awaitable[Any]) -> None:
         try:
-            await self._store_call(cast(Store, store), "promote",
-                                   store.promote_revoking_current(ref, step.version))
+            await call
         except StoreError:
-            metrics.ROTATIONS.labels(ref.namespace, ref.name, "revoke", "failure").inc()
+            metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "failure").inc()
             raise
-        # One write did both steps: a crash right after it is a crash after either.
-        crashpoints.reached("after-promote")
-        crashpoints.reached("after-revoke")
-        metrics.ROTATIONS.labels(ref.namespace, ref.name, "revoke", "success").inc()
-        metrics.REVOCATIONS.labels(ref.namespace, ref.name, "emergency").inc()
-        obs = rotation.advance(obs, step)
-        new = obs.store.current
-        assert new is not None
-        self._event(body, rotation.Event(
-            "Normal", "Revoked",
-            f"key version {old.version} ({keys.fingerprint(old.key)}) revoked at once; "
-            f"key version {new.version} ({keys.fingerprint(new.key)}) is current"))
-        return rotation.advance(obs, Revoke(old.version))
+        metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "success").inc()
+
+    async def _write_secret(self, attempt: _Attempt, step: WriteSecret) -> None:
+        ref = attempt.obs.ref
+        new_body = secret_body(ref.namespace, step.name, step.data, step.labels,
+                               step.annotations, owner_reference(attempt.body),
+                               attempt.secret_obj)
+        try:
+            if attempt.secret_obj is None:
+                attempt.secret_obj = await self.rt.kube.create_secret(new_body)
+            else:
+                attempt.secret_obj = await self.rt.kube.replace_secret(new_body)
+        except KubeError:
+            self.rt.secrets.forget(ref.namespace, step.name)  # read afresh on the retry
+            raise
+        self.rt.secrets.observed(attempt.secret_obj)
 
     async def _restart(self, body: Mapping[str, Any], ref: KeyRef,
                        targets: tuple[Any, ...], token: str) -> None:
@@ -433,14 +443,14 @@ class Reconciler:
             except KubeTransient:
                 raise  # retried as a whole; the same token never restarts a target twice
             except KubeError as exc:
-                self.rt.post_event(body, "Warning", "RestartFailed",
+                self.rt.post_event(body, "Warning", Reason.RESTART_FAILED,
                                    f"could not restart {target.kind} {target.name}: {exc}")
                 continue
             if found:
-                self.rt.post_event(body, "Normal", "RestartTriggered",
+                self.rt.post_event(body, "Normal", Reason.RESTART_TRIGGERED,
                                    f"restarted {target.kind} {target.name} for key {token}")
             else:
-                self.rt.post_event(body, "Warning", "RestartTargetNotFound",
+                self.rt.post_event(body, "Warning", Reason.RESTART_TARGET_NOT_FOUND,
                                    f"{target.kind} {target.name} does not exist in "
                                    f"{ref.namespace}; the rotation itself succeeded")
 
@@ -448,53 +458,32 @@ class Reconciler:
         self.rt.post_event(body, event.type, event.reason, event.message)
 
     async def _report_failure(self, body: Mapping[str, Any], obs: Observation,
-                              reason: str, message: str) -> Mapping[str, Any] | None:
+                              reason: Reason, message: str) -> None:
         """Ready=False with `reason`, everything else in status kept; a Warning on transition."""
-        status: Mapping[str, Any] = _as_mapping(body.get("status"))
-        kept = [c for c in status.get("conditions") or []
-                if isinstance(c, Mapping) and c.get("type") not in ("Ready",)]
-        wanted = [Condition("Ready", False, reason, message)] + [
-            Condition(str(c["type"]), c.get("status") == "True", str(c.get("reason", "")),
-                      str(c.get("message", ""))) for c in kept if c.get("type")]
-        new_status = dict(status)
-        new_status["conditions"] = build_conditions(wanted, status.get("conditions"),
-                                                    obs.generation, obs.now)
-        new_status["observedGeneration"] = obs.generation
-        if obs.store_location:
-            new_status["storeRef"] = obs.store_location
+        new_status = conditions.failure_status(obs.status, reason, message, obs.generation,
+                                               obs.now, obs.store_location)
         try:
-            await self._write_status(body, status, new_status)
+            await self._write_status(body, obs.status, new_status, ())
         except KubeError as exc:
             logger.warning("could not record %s in status: %s", reason, exc)
-            return None
-        return new_status
 
     async def _write_status(self, body: Mapping[str, Any], old: Mapping[str, Any],
-                            new: Mapping[str, Any]) -> None:
+                            new: Mapping[str, Any], events: tuple[rotation.Event, ...]) -> None:
+        """Record `new`, then post what it tells the user for the first time (after the
+        write: an Event never announces what the status does not show)."""
         patch: dict[str, Any] = {}
         for key, value in new.items():
             if old.get(key) != value and not (value is None and key not in old):
                 patch[key] = value
-        old_ready = condition_of(old.get("conditions"), "Ready")
-        new_ready = condition_of(new.get("conditions"), "Ready")
-        if (new_ready.get("status") == "False"
-                and new_ready.get("reason") in rotation.WARNING_REASONS
-                and (old_ready.get("reason"), old_ready.get("message"))
-                != (new_ready.get("reason"), new_ready.get("message"))):
-            self.rt.post_event(body, "Warning", str(new_ready["reason"]),
-                               str(new_ready.get("message", "")))
-        stalled = condition_of(new.get("conditions"), "Stalled")
-        old_stalled = condition_of(old.get("conditions"), "Stalled")
-        if stalled.get("status") == "True" and stalled.get("reason") == "InvalidSpec" \
-                and old_stalled.get("message") != stalled.get("message") \
-                and new_ready.get("reason") != "InvalidSpec":
-            self.rt.post_event(body, "Warning", "InvalidSpec", str(stalled.get("message", "")))
-        if not patch:
-            return
         meta = body["metadata"]
-        await self.rt.kube.patch_apikey_status(meta["namespace"], meta["name"], patch,
-                                               uid=str(meta.get("uid", "")),
-                                               has_status=bool(old))
+        if patch:
+            uid = str(meta.get("uid", ""))
+            version = await self.rt.kube.patch_apikey_status(meta["namespace"], meta["name"],
+                                                             patch, uid=uid,
+                                                             has_status=bool(old))
+            self.rt.statuses.wrote(uid, new, version)
+        for event in (*events, *conditions.condition_events(old, new)):
+            self._event(body, event)
 
     def _observe_metrics(self, ref: KeyRef, status: Mapping[str, Any]) -> None:
         current = status.get("currentKey") or {}
@@ -503,6 +492,10 @@ class Reconciler:
         metrics.observe_key(ref.namespace, ref.name,
                             parse_time(created) if isinstance(created, str) else None,
                             parse_time(due) if isinstance(due, str) else None)
+
+
+def _version_number(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _as_mapping(value: object) -> Mapping[str, Any]:

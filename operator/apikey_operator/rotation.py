@@ -16,8 +16,16 @@ A rotation is create -> project -> promote -> expire (the contract):
 * expire: once the grace ends, the previous key leaves the Secret first and is
   revoked in the store second, so the Secret never holds a revoked key.
 
-A new rotation never starts while an old previous key is still valid: that key
-is expired early first, so the store holds at most current + previous + pending.
+A graceful rotation (schedule, rotate request, key-format change) never cuts the
+grace of a previous key: it waits, shown as `status.queuedRotation`, until that
+grace ends. Only an emergency revoke destroys every old version at once. So the
+store holds at most current + previous + pending.
+
+The plan also decides what the user is told. Its Events come from comparing the
+status the user last saw (`observation.status`, durable) with the status this
+plan writes, not from the steps taken on the way: a step whose answer was lost
+(a crash, a cancelled request, another replica finishing it) is still announced
+once, when its outcome is first recorded.
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from apikey_operator.conditions import Condition
 from apikey_operator.durations import format_duration
 from apikey_operator.keys import KeyFormat, fingerprint
+from apikey_operator.reasons import BLOCKING_REASONS, Reason
 from apikey_operator.spec import (
     DEFAULT_GRACE,
     MANAGED_BY,
@@ -39,7 +47,19 @@ from apikey_operator.spec import (
     RestartTarget,
     RotationPolicy,
 )
-from apikey_operator.stores.base import KeyRef, StoreState, VersionDocument, format_time
+from apikey_operator.stores.base import (
+    Capabilities,
+    KeyRef,
+    StoreState,
+    VersionDocument,
+    format_time,
+    parse_time,
+    promoted,
+    promoted_revoking,
+    with_initial,
+    with_pending,
+    without,
+)
 
 EventType = Literal["Normal", "Warning"]
 Trigger = Literal["initial", "schedule", "rotate", "revoke", "format"]
@@ -50,11 +70,7 @@ ROTATED_AT_ANNOTATION = "apikeys.dev/rotated-at"
 SCOPES_ANNOTATION = "apikeys.dev/scopes"
 RESTART_ANNOTATION_PREFIX = "apikeys.dev/restart-"
 MAX_TOKEN_LENGTH = 63
-# Warning reasons: a transition of Ready into one of these posts a Warning Event.
-WARNING_REASONS = frozenset(
-    {"InvalidSpec", "SecretConflict", "StoreConflict", "StoreUnavailable", "RotationFailed",
-     "PolicyNotAllowed"}
-)
+GRACEFUL_TRIGGERS = ("schedule", "rotate", "format")
 
 
 def request_token(value: str) -> str:
@@ -100,19 +116,40 @@ class Observation:
     store_error: str | None = None
     store_location: str = ""
     store: StoreState = field(default_factory=StoreState)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    # Keys come from a vendor (a webhook generator), which must revoke each one itself.
+    vendor_keys: bool = False
     secret: SecretView = field(default_factory=SecretView)
     policy: PolicyView | None = None
     namespace_labels: Mapping[str, str] | None = None
     rotate_request: str | None = None
     revoke_request: str | None = None
+    # The status as the user last saw it: what the Events of this plan are relative to.
     status: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Event:
     type: EventType
-    reason: str
+    reason: Reason
     message: str
+
+
+@dataclass(frozen=True)
+class CreateInitial:
+    """The first version, written already current (stores with `write_initial`)."""
+
+    version: int
+    created_at: datetime
+    key_format: KeyFormat
+    scopes: tuple[str, ...]
+    handles: Mapping[str, str]
+
+    def document(self, key: str, external_id: str = "") -> VersionDocument:
+        return VersionDocument(version=self.version, key=key, created_at=self.created_at,
+                               key_format=self.key_format, scopes=self.scopes,
+                               handles=dict(self.handles), external_id=external_id,
+                               trigger="initial")
 
 
 @dataclass(frozen=True)
@@ -126,15 +163,11 @@ class CreatePending:
     handles: Mapping[str, str]
     trigger: Trigger
 
-    def document(self, key: str) -> VersionDocument:
-        return VersionDocument(
-            version=self.version,
-            key=key,
-            created_at=self.created_at,
-            key_format=self.key_format,
-            scopes=self.scopes,
-            handles=dict(self.handles, trigger=self.trigger),
-        )
+    def document(self, key: str, external_id: str = "") -> VersionDocument:
+        return VersionDocument(version=self.version, key=key, created_at=self.created_at,
+                               key_format=self.key_format, scopes=self.scopes,
+                               handles=dict(self.handles), external_id=external_id,
+                               trigger=self.trigger)
 
 
 @dataclass(frozen=True)
@@ -146,6 +179,7 @@ class WriteSecret:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     purpose: Literal["project", "restore", "expire"]
+    # Only a repair is announced by its step: no status field records that it happened.
     event: Event | None = None
 
 
@@ -155,24 +189,47 @@ class Promote:
 
     version: int
     previous_valid_until: datetime
-    event: Event | None
+    trigger: str
+
+
+@dataclass(frozen=True)
+class PromoteRevoking:
+    """Emergency, in one store call: pending `version` becomes current, the old current
+    version `revokes` is destroyed (stores with `promote_revoking`; the Secret no longer
+    holds the old key)."""
+
+    version: int
+    revokes: int
 
 
 @dataclass(frozen=True)
 class Revoke:
-    """Step 4 (and emergency revoke): destroy `version` in the store."""
+    """Step 4 (and emergency revoke): destroy `version` in the store (at the vendor first
+    when it has an `external_id`)."""
 
     version: int
-    event: Event | None = None
+    kind: Literal["expired", "emergency"]
+    external_id: str = ""
 
 
-Step = CreatePending | WriteSecret | Promote | Revoke
+Step = CreateInitial | CreatePending | WriteSecret | Promote | PromoteRevoking | Revoke
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What the Ready, Stalled and Scheduled conditions say (built by `conditions`)."""
+
+    ready: bool
+    reason: Reason
+    message: str
+    stalled: str | None = None  # InvalidSpec: the message, when no retry can help
+    scheduled: tuple[bool, Reason, str] | None = None
 
 
 @dataclass(frozen=True)
 class Plan:
     step: Step | None
-    conditions: tuple[Condition, ...]
+    readiness: Readiness
     status: Mapping[str, Any]
     wake_at: datetime | None
     # Roll these workloads to this token (idempotent: the same token never restarts twice).
@@ -180,79 +237,131 @@ class Plan:
     restart_token: str = ""
     # Set when the plan is blocked by a problem a human must fix (no retries help).
     blocked: bool = False
-
-
-def _trigger_of(doc: VersionDocument | None) -> str:
-    return doc.handles.get("trigger", "") if doc else ""
+    # What to tell the user once this plan's status is recorded (final plans only).
+    events: tuple[Event, ...] = ()
 
 
 def plan(obs: Observation) -> Plan:
-    """The next step for one ApiKey, with its conditions, status and wake-up time."""
+    """The next step for one ApiKey, with its readiness, status, Events and wake-up time."""
+    result = _plan(obs)
+    if result.step is None:
+        result = replace(result, events=_key_events(obs, result.status, _grace_and_period(obs)[0]))
+    return result
+
+
+def _plan(obs: Observation) -> Plan:
     spec = obs.spec
     if spec is None or obs.spec_error:
-        return _blocked(obs, Condition("Stalled", True, "InvalidSpec", obs.spec_error or ""),
-                        "InvalidSpec", obs.spec_error or "invalid spec")
+        message = _with_key_state(obs, obs.spec_error or "invalid spec")
+        return _blocked(obs, Reason.INVALID_SPEC, message, stalled=message)
     if obs.store_error:
-        return _blocked(obs, Condition("Stalled", True, "InvalidSpec", obs.store_error),
-                        "InvalidSpec", obs.store_error)
+        message = _with_key_state(obs, obs.store_error)
+        return _blocked(obs, Reason.INVALID_SPEC, message, stalled=message)
     store = obs.store
     if not store.owned_by(obs.ref):
         message = (
             f"the store entry {obs.store_location} was not created for this ApiKey; "
             "it is left untouched"
         )
-        return _blocked(obs, None, "StoreConflict", message)
+        return _blocked(obs, Reason.STORE_CONFLICT, message)
     secret = obs.secret
     if secret.exists and (secret.owner_uid != obs.ref.uid or not secret.managed):
         message = (
             f"Secret {spec.secret_name} exists and is not owned by this ApiKey; "
             "it is left untouched"
         )
-        return _blocked(obs, None, "SecretConflict", message)
+        return _blocked(obs, Reason.SECRET_CONFLICT, message)
 
-    policy_problem = _policy_problem(obs)
-    grace, rotate_every = _grace_and_period(obs)
+    ctx = _Context(obs, spec, _policy_problem(obs), *_grace_and_period(obs))
     now = obs.now
 
     # An interrupted rotation always finishes first: the pending key may already be in use.
     if store.pending is not None:
         pending = store.pending
-        emergency = _trigger_of(pending) == "revoke"
+        emergency = pending.trigger == "revoke"
         desired = _desired_secret(obs, spec, pending, None if emergency else store.current)
         if desired is not None:
-            return _with_step(obs, spec, desired, policy_problem, rotate_every)
-        until = now if emergency else now + grace
-        return _with_step(obs, spec, Promote(pending.version, until, _promote_event(obs, pending,
-                                                                                     grace)),
-                          policy_problem, rotate_every)
+            return ctx.step(desired)
+        old = store.current
+        if (emergency and old is not None and store.previous is None
+                and obs.capabilities.promote_revoking and not obs.vendor_keys
+                and old.key not in obs.secret.data.values()):
+            return ctx.step(PromoteRevoking(pending.version, old.version))
+        until = now if emergency else now + ctx.grace
+        return ctx.step(Promote(pending.version, until, pending.trigger))
 
     # The grace of the previous key is over: out of the Secret first, then out of the store.
     previous = store.previous
-    if previous is not None and store.previous_valid_until is not None \
-            and store.previous_valid_until <= now:
-        step = _expire(obs, spec, previous, early=False)
-        return _with_step(obs, spec, step, policy_problem, rotate_every)
+    if previous is not None and (store.previous_valid_until is None
+                                 or store.previous_valid_until <= now):
+        kind: Literal["expired", "emergency"] = (
+            "emergency" if store.current is not None and store.current.trigger == "revoke"
+            else "expired")
+        return ctx.step(_expire(obs, spec, previous, kind))
 
     if store.current is None:
-        if policy_problem is not None and policy_problem[0] != "PolicyNotFound":
-            return _finish(obs, spec, policy_problem, rotate_every)
+        if ctx.problem is not None and ctx.problem[0] != Reason.POLICY_NOT_FOUND:
+            return ctx.finish()
         handles = {k: v for k, v in (("rotate", obs.rotate_request),
                                      ("revoke", obs.revoke_request)) if v}
-        return _with_step(obs, spec, _create(obs, spec, handles, "initial"), policy_problem,
-                          rotate_every)
+        if obs.capabilities.write_initial:
+            return ctx.step(CreateInitial(store.next_version(), now, spec.key_format,
+                                          spec.scopes, handles))
+        return ctx.step(_create(obs, spec, handles, "initial"))
 
-    trigger, handles = _rotation_trigger(obs, spec, policy_problem, rotate_every)
-    if trigger is not None and previous is not None:
-        # The key still in its grace goes before the next rotation starts.
-        return _with_step(obs, spec, _expire(obs, spec, previous, early=True),
-                          policy_problem, rotate_every)
+    trigger, handles = _rotation_trigger(obs, spec, ctx.problem, ctx.rotate_every)
+    if trigger == "revoke" and previous is not None:
+        # An emergency revokes every old version, the one still in its grace first.
+        return ctx.step(_expire(obs, spec, previous, "emergency"))
     desired = _desired_secret(obs, spec, store.current, previous)
     if desired is not None:
-        return _with_step(obs, spec, desired, policy_problem, rotate_every)
+        return ctx.step(desired)
+    if trigger is not None and previous is not None:
+        # A graceful rotation never cuts a grace: it waits for it to end, visibly.
+        return ctx.finish(queued=(trigger, _requested_at(obs, trigger, ctx.rotate_every)))
     if trigger is not None:
-        return _with_step(obs, spec, _create(obs, spec, handles, trigger), policy_problem,
-                          rotate_every)
-    return _finish(obs, spec, policy_problem, rotate_every)
+        return ctx.step(_create(obs, spec, handles, trigger))
+    return ctx.finish()
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every plan for this observation shares."""
+
+    obs: Observation
+    spec: ApiKeySpec
+    problem: tuple[Reason, str] | None
+    grace: timedelta
+    rotate_every: timedelta | None
+
+    def step(self, step: Step) -> Plan:
+        return replace(self.finish(), step=step, restarts=(), restart_token="")
+
+    def finish(self, queued: tuple[Trigger, datetime] | None = None) -> Plan:
+        return _finish(self, queued)
+
+
+def _with_key_state(obs: Observation, message: str) -> str:
+    """A blocking message says whether a key exists (the store was not consulted: status)."""
+    current = obs.status.get("currentKey")
+    if isinstance(current, Mapping) and current.get("version") is not None:
+        return f"{message}; key version {current.get('version')} stays current"
+    return f"{message}; no key has been provisioned yet"
+
+
+def _requested_at(obs: Observation, trigger: Trigger, rotate_every: timedelta | None) -> datetime:
+    """When the queued rotation was asked for: the schedule's due time, else when first seen
+    (kept from the recorded status, so a restart does not move it)."""
+    current = obs.store.current
+    if trigger == "schedule" and current is not None and rotate_every is not None:
+        return current.created_at + rotate_every
+    queued = obs.status.get("queuedRotation")
+    if isinstance(queued, Mapping) and queued.get("trigger") == trigger:
+        try:
+            return parse_time(str(queued.get("requestedAt")))
+        except ValueError:
+            pass
+    return obs.now
 
 
 def _unhandled(obs: Observation, kind: str, token: str | None) -> bool:
@@ -263,7 +372,7 @@ def _unhandled(obs: Observation, kind: str, token: str | None) -> bool:
 
 
 def _rotation_trigger(
-    obs: Observation, spec: ApiKeySpec, policy_problem: tuple[str, str] | None,
+    obs: Observation, spec: ApiKeySpec, policy_problem: tuple[Reason, str] | None,
     rotate_every: timedelta | None,
 ) -> tuple[Trigger | None, dict[str, str]]:
     """Which rotation (if any) is due now, and the request tokens it will answer."""
@@ -278,7 +387,7 @@ def _rotation_trigger(
         # An emergency answers any graceful request too: the new key supersedes both.
         return "revoke", outstanding
     blocked_by_policy = policy_problem is not None and policy_problem[0] in (
-        "PolicyNotAllowed", "InvalidSpec")
+        Reason.POLICY_NOT_ALLOWED, Reason.INVALID_SPEC)
     if blocked_by_policy:
         return None, {}
     if "rotate" in outstanding:
@@ -302,40 +411,14 @@ def _create(obs: Observation, spec: ApiKeySpec, handles: Mapping[str, str],
     )
 
 
-def _expire(obs: Observation, spec: ApiKeySpec, previous: VersionDocument, *,
-            early: bool) -> Step:
+def _expire(obs: Observation, spec: ApiKeySpec, previous: VersionDocument,
+            kind: Literal["expired", "emergency"]) -> Step:
     """Remove the previous key from the Secret, or, once it is gone there, revoke it."""
     current = obs.store.current
     assert current is not None
     if obs.secret.exists and spec.previous_key in obs.secret.data:
         return _secret_step(obs, spec, current, None, "expire")
-    event = None
-    if _trigger_of(current) == "revoke":
-        event = Event(
-            "Normal", "Revoked",
-            f"key version {previous.version} ({fingerprint(previous.key)}) revoked at once; "
-            f"key version {current.version} ({fingerprint(current.key)}) is current",
-        )
-    elif not early:
-        event = Event("Normal", "GraceExpired",
-                      f"previous key version {previous.version} ({fingerprint(previous.key)}) "
-                      "revoked after its grace period")
-    return Revoke(previous.version, event)
-
-
-def _promote_event(obs: Observation, pending: VersionDocument,
-                   grace: timedelta) -> Event | None:
-    trigger = _trigger_of(pending)
-    fp = fingerprint(pending.key)
-    old = obs.store.current
-    if old is None:
-        return Event("Normal", "Provisioned",
-                     f"key version {pending.version} ({fp}) provisioned in {obs.store_location}")
-    if trigger == "revoke":
-        return None  # "Revoked" is posted once the old key is gone from the store too
-    return Event("Normal", "Rotated",
-                 f"rotated ({trigger}) to key version {pending.version} ({fp}); version "
-                 f"{old.version} stays valid for {format_duration(grace)}")
+    return Revoke(previous.version, kind, previous.external_id)
 
 
 def _desired_secret(obs: Observation, spec: ApiKeySpec, current: VersionDocument,
@@ -353,7 +436,7 @@ def _desired_secret(obs: Observation, spec: ApiKeySpec, current: VersionDocument
         obs.status.get("currentKey"), Mapping) else {}
     if projected_before.get("version") == current.version and obs.store.pending is None:
         return replace(step, purpose="restore", event=Event(
-            "Normal", "SecretRestored",
+            "Normal", Reason.SECRET_RESTORED,
             f"Secret {spec.secret_name} was deleted or edited; restored key version "
             f"{current.version} from the store (no rotation)",
         ))
@@ -378,21 +461,24 @@ def _secret_step(obs: Observation, spec: ApiKeySpec, current: VersionDocument,
     return WriteSecret(spec.secret_name, data, labels, annotations, purpose)
 
 
-def _policy_problem(obs: Observation) -> tuple[str, str] | None:
+def _policy_problem(obs: Observation) -> tuple[Reason, str] | None:
     """(reason, message) when the referenced policy cannot schedule this key."""
     view = obs.policy
     if view is None:
         return None
     if not view.found:
-        return ("PolicyNotFound",
-                f"RotationPolicy {view.name} not found: the key stays valid but is not scheduled")
+        return (Reason.POLICY_NOT_FOUND,
+                f"RotationPolicy {view.name} not found: the key is not scheduled for rotation")
+    current = obs.store.current
+    kept = (f"key version {current.version} is kept and not rotated" if current is not None
+            else "no key has been provisioned yet")
     if view.error or view.policy is None:
-        return ("InvalidSpec", f"RotationPolicy {view.name}: {view.error}")
+        return (Reason.INVALID_SPEC, f"RotationPolicy {view.name}: {view.error}; {kept}")
     selector = view.policy.namespace_selector
     if selector is not None and not selector.admits(obs.namespace_labels or {}):
-        return ("PolicyNotAllowed",
+        return (Reason.POLICY_NOT_ALLOWED,
                 f"RotationPolicy {view.name} does not admit namespace {obs.ref.namespace}; "
-                "the current key is kept and not rotated")
+                f"{kept}")
     return None
 
 
@@ -403,77 +489,82 @@ def _grace_and_period(obs: Observation) -> tuple[timedelta, timedelta | None]:
     return DEFAULT_GRACE, None
 
 
-def _with_step(obs: Observation, spec: ApiKeySpec, step: Step,
-               policy_problem: tuple[str, str] | None,
-               rotate_every: timedelta | None) -> Plan:
-    base = _finish(obs, spec, policy_problem, rotate_every)
-    return replace(base, step=step, restarts=(), restart_token="")
-
-
-def _finish(obs: Observation, spec: ApiKeySpec, policy_problem: tuple[str, str] | None,
-            rotate_every: timedelta | None) -> Plan:
+def _readiness(ctx: _Context) -> Readiness:
+    obs, problem = ctx.obs, ctx.problem
     store = obs.store
     current = store.current
-    conditions: list[Condition] = []
-    if current is None or store.pending is not None:
-        if policy_problem is not None and policy_problem[0] in ("PolicyNotAllowed", "InvalidSpec"):
-            ready = Condition("Ready", False, policy_problem[0], policy_problem[1])
-        else:
-            ready = Condition("Ready", False, "Provisioning", "a key version is being written")
-    elif policy_problem is not None and policy_problem[0] in ("PolicyNotAllowed", "InvalidSpec"):
-        ready = Condition("Ready", False, policy_problem[0], policy_problem[1])
+    blocking = problem if problem is not None and problem[0] in (
+        Reason.POLICY_NOT_ALLOWED, Reason.INVALID_SPEC) else None
+    if blocking is not None:
+        ready, reason, message = False, blocking[0], blocking[1]
+    elif current is None or store.pending is not None:
+        ready, reason, message = False, Reason.PROVISIONING, "a key version is being written"
     else:
-        ready = Condition("Ready", True, "Provisioned",
-                          f"key version {current.version} is current in {obs.store_location}")
-    conditions.append(ready)
-    if policy_problem is not None and policy_problem[0] == "InvalidSpec":
-        conditions.append(Condition("Stalled", True, "InvalidSpec", policy_problem[1]))
-    if policy_problem is not None and policy_problem[0] == "PolicyNotFound":
-        conditions.append(Condition("Scheduled", False, "PolicyNotFound", policy_problem[1]))
+        ready, reason, message = (True, Reason.PROVISIONED,
+                                  f"key version {current.version} is current in "
+                                  f"{obs.store_location}")
+    stalled = problem[1] if problem is not None and problem[0] == Reason.INVALID_SPEC else None
+    scheduled: tuple[bool, Reason, str] | None = None
+    if problem is not None and problem[0] == Reason.POLICY_NOT_FOUND:
+        scheduled = (False, Reason.POLICY_NOT_FOUND, problem[1])
     elif obs.policy is None:
-        conditions.append(Condition("Scheduled", False, "NoPolicy",
-                                    "no rotationPolicyRef: the key rotates only on request"))
-    elif policy_problem is None:
-        conditions.append(Condition("Scheduled", True, "PolicyApplied",
-                                    f"rotates every {format_duration(rotate_every or timedelta())}"
-                                    f" under RotationPolicy {obs.policy.name}"))
+        scheduled = (False, Reason.NO_POLICY,
+                     "no rotationPolicyRef: the key rotates only on request")
+    elif problem is None:
+        scheduled = (True, Reason.POLICY_APPLIED,
+                     f"rotates every {format_duration(ctx.rotate_every or timedelta())} under "
+                     f"RotationPolicy {obs.policy.name}")
+    return Readiness(ready, reason, message, stalled, scheduled)
+
+
+def _finish(ctx: _Context, queued: tuple[Trigger, datetime] | None) -> Plan:
+    obs, spec = ctx.obs, ctx.spec
+    store = obs.store
+    current = store.current
 
     wake: list[datetime] = []
     next_rotation = None
-    if current is not None and rotate_every is not None:
-        next_rotation = current.created_at + rotate_every
+    if current is not None and ctx.rotate_every is not None:
+        next_rotation = current.created_at + ctx.rotate_every
+        if store.previous_valid_until is not None and next_rotation < store.previous_valid_until:
+            next_rotation = store.previous_valid_until  # it waits for the grace to end
         wake.append(next_rotation)
     if store.previous_valid_until is not None:
         wake.append(store.previous_valid_until)
 
     restarts: tuple[RestartTarget, ...] = ()
     token = ""
-    if current is not None and _trigger_of(current) != "initial" and store.pending is None:
+    if current is not None and current.trigger != "initial" and store.pending is None:
         restarts = spec.restart_targets
         token = f"{current.version}-{fingerprint(current.key)[7:]}"
 
+    status = _status_fields(obs, next_rotation)
+    if queued is not None and store.previous_valid_until is not None:
+        status["queuedRotation"] = {"trigger": queued[0],
+                                    "requestedAt": format_time(queued[1]),
+                                    "runsAt": format_time(store.previous_valid_until)}
     return Plan(
         step=None,
-        conditions=tuple(conditions),
-        status=_status_fields(obs, next_rotation),
+        readiness=_readiness(ctx),
+        status=status,
         wake_at=min(wake) if wake else None,
         restarts=restarts,
         restart_token=token,
     )
 
 
-def _blocked(obs: Observation, extra: Condition | None, reason: str, message: str) -> Plan:
-    conditions = [Condition("Ready", False, reason, message)]
-    if extra is not None:
-        conditions.append(extra)
+def _blocked(obs: Observation, reason: Reason, message: str,
+             stalled: str | None = None) -> Plan:
+    assert reason in BLOCKING_REASONS
     if obs.spec is None or obs.spec_error or obs.store_error:
         # The store was not consulted: keep what the user last saw about the key.
         status = {k: obs.status.get(k) for k in _status_fields(obs, None)}
         status["nextRotationTime"] = None
+        status["queuedRotation"] = None
     else:
         status = _status_fields(obs, None)
-    return Plan(step=None, conditions=tuple(conditions), status=status, wake_at=None,
-                blocked=True)
+    return Plan(step=None, readiness=Readiness(False, reason, message, stalled), status=status,
+                wake_at=None, blocked=True)
 
 
 def _status_fields(obs: Observation, next_rotation: datetime | None) -> dict[str, Any]:
@@ -487,6 +578,7 @@ def _status_fields(obs: Observation, next_rotation: datetime | None) -> dict[str
         "storeRef": obs.store_location or None,
         "lastHandledRotate": store.handled.get("rotate") or obs.status.get("lastHandledRotate"),
         "lastHandledRevoke": store.handled.get("revoke") or obs.status.get("lastHandledRevoke"),
+        "queuedRotation": None,
     }
     if not store.owned_by(obs.ref):
         return status
@@ -506,35 +598,93 @@ def _status_fields(obs: Observation, next_rotation: datetime | None) -> dict[str
     return status
 
 
-def advance(obs: Observation, step: Step, written: VersionDocument | None = None) -> Observation:
-    """The observation after `step` succeeded (for CreatePending, `written` is what the store
-    returned: the new pending version, or the one that already existed)."""
+def _recorded(status: Mapping[str, Any], field_name: str) -> tuple[int, str] | None:
+    """(version, fingerprint) of a key the status shows, if it shows a well-formed one."""
+    entry = status.get(field_name)
+    if not isinstance(entry, Mapping):
+        return None
+    version = entry.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return None
+    return version, str(entry.get("fingerprint", ""))
+
+
+def _key_events(obs: Observation, after: Mapping[str, Any],
+                grace: timedelta) -> tuple[Event, ...]:
+    """The Events of a key's life, from what the status showed to what it shows now.
+
+    Each is posted once its outcome is recorded, whoever did the steps and however many
+    attempts they took, so none is lost to a crash or an unanswered request, and
+    re-planning the same state posts nothing.
+    """
     store = obs.store
-    if isinstance(step, CreatePending):
+    current = store.current
+    if current is None or not store.owned_by(obs.ref) or obs.spec is None:
+        return ()
+    before = obs.status
+    was_current = _recorded(before, "currentKey")
+    valid = store.valid_keys()
+    gone = [key for key in (_recorded(before, "previousKey"), was_current)
+            if key is not None and key[0] not in valid]
+    events: list[Event] = []
+    fp = fingerprint(current.key)
+    rotated = was_current is not None and was_current[0] != current.version
+    if current.trigger == "revoke" and rotated:
+        if store.previous is None:  # announced once every old version is gone
+            names = ", ".join(f"{v} ({f})" for v, f in sorted(gone))
+            events.append(Event(
+                "Normal", Reason.REVOKED,
+                f"key version{'s' if len(gone) > 1 else ''} {names or '(unknown)'} revoked at "
+                f"once; key version {current.version} ({fp}) is current"))
+        return tuple(events)
+    for version, old_fp in sorted(gone):
+        events.append(Event("Normal", Reason.GRACE_EXPIRED,
+                            f"previous key version {version} ({old_fp}) revoked after its "
+                            "grace period"))
+    if was_current is None and current.trigger == "initial":
+        events.append(Event("Normal", Reason.PROVISIONED,
+                            f"key version {current.version} ({fp}) provisioned in "
+                            f"{obs.store_location}"))
+    elif rotated and store.previous is not None and store.previous_valid_until is not None:
+        events.append(Event(
+            "Normal", Reason.ROTATED,
+            f"rotated ({current.trigger}) to key version {current.version} ({fp}); version "
+            f"{store.previous.version} stays valid for {format_duration(grace)} (until "
+            f"{format_time(store.previous_valid_until)})"))
+    queued = after.get("queuedRotation")
+    was_queued = before.get("queuedRotation")
+    if isinstance(queued, Mapping) and not (
+            isinstance(was_queued, Mapping)
+            and (was_queued.get("trigger"), was_queued.get("runsAt"))
+            == (queued.get("trigger"), queued.get("runsAt"))):
+        waiting = store.previous.version if store.previous is not None else "?"
+        events.append(Event(
+            "Normal", Reason.ROTATION_QUEUED,
+            f"a {queued.get('trigger')} rotation waits for the grace of key version {waiting} "
+            f"to end; it runs at {queued.get('runsAt')}"))
+    return tuple(events)
+
+
+def advance(obs: Observation, step: Step, written: VersionDocument | None = None) -> Observation:
+    """The observation after `step` succeeded (for a create, `written` is what the store
+    returned: the new version, or the one that already existed). The store transitions
+    are the backends' own (`stores.base`)."""
+    store = obs.store
+    where = obs.store_location
+    if isinstance(step, CreateInitial):
         assert written is not None
-        store = replace(store, exists=True, owner_uid=obs.ref.uid, pending=written)
+        store = with_initial(store, obs.ref, written) if store.current is None else store
+    elif isinstance(step, CreatePending):
+        assert written is not None
+        store = with_pending(store, obs.ref, written)
     elif isinstance(step, Promote):
-        pending = store.pending
-        if pending is not None and pending.version == step.version:
-            handled = dict(store.handled)
-            handled.update({k: v for k, v in pending.handles.items() if k in ("rotate", "revoke")})
-            had_current = store.current is not None
-            store = replace(
-                store,
-                previous=store.current,
-                previous_valid_until=step.previous_valid_until if had_current else None,
-                current=pending,
-                pending=None,
-                handled=handled,
-            )
+        store = promoted(store, step.version, step.previous_valid_until, where)
+    elif isinstance(step, PromoteRevoking):
+        if store.pending is not None and store.pending.version == step.version:
+            store = promoted_revoking(store, step.version, where)
     elif isinstance(step, Revoke):
-        if store.previous is not None and store.previous.version == step.version:
-            store = replace(store, previous=None, previous_valid_until=None)
-        elif store.pending is not None and store.pending.version == step.version:
-            store = replace(store, pending=None)
-        elif store.current is not None and store.current.version == step.version:
-            store = replace(store, current=None)
-    elif isinstance(step, WriteSecret):
+        store = without(store, step.version)
+    else:
         secret = SecretView(
             exists=True,
             owner_uid=obs.ref.uid,

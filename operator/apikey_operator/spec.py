@@ -114,6 +114,16 @@ class RotationPolicy:
     rotate_every: timedelta
     grace_period: timedelta
     namespace_selector: NamespaceSelector | None
+    # A key older than this is non-compliant (reported, never rotated early because of it).
+    max_key_age: timedelta | None = None
+
+    def summary(self) -> str:
+        """One line for the policy's Ready condition."""
+        text = (f"rotates every {format_duration(self.rotate_every)}; the previous key stays "
+                f"valid for {format_duration(self.grace_period)}")
+        if self.max_key_age is not None:
+            text += f"; keys older than {format_duration(self.max_key_age)} are reported"
+        return text
 
 
 def _mapping(value: object, path: str) -> Mapping[str, Any]:
@@ -301,11 +311,24 @@ def parse_policy(body: Mapping[str, Any]) -> RotationPolicy:
             f"spec.gracePeriod {format_duration(grace)} is not shorter than "
             f"spec.rotateEvery {format_duration(rotate_every)}"
         )
+    max_key_age = None
+    if spec.get("maxKeyAge") is not None:
+        try:
+            max_key_age = parse_duration(spec.get("maxKeyAge"))
+        except DurationError as exc:
+            raise SpecError(f"spec.maxKeyAge {exc}") from None
+        if max_key_age < rotate_every:
+            raise SpecError(
+                f"spec.maxKeyAge {format_duration(max_key_age)} is shorter than "
+                f"spec.rotateEvery {format_duration(rotate_every)}: every key would be too old "
+                "before its rotation is due"
+            )
     selector = None
     if spec.get("namespaceSelector") is not None:
         selector = parse_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
     return RotationPolicy(
-        name=name, rotate_every=rotate_every, grace_period=grace, namespace_selector=selector
+        name=name, rotate_every=rotate_every, grace_period=grace, namespace_selector=selector,
+        max_key_age=max_key_age,
     )
 
 

@@ -7,13 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from bench.instrumented_store import InstrumentedStore, StoreStats
 
-from apikey_operator.stores.base import (
-    KeyRef,
-    StoreState,
-    SupportsPromoteRevoking,
-    SupportsWriteInitial,
-    VersionDocument,
-)
+from apikey_operator.stores.base import Capabilities, KeyRef, StoreState, VersionDocument
 
 pytestmark = pytest.mark.unit
 REF = KeyRef(namespace="payments", name="billing", uid="u-1")
@@ -23,6 +17,7 @@ class PlainStore:
     """The required Store methods only."""
 
     name = "plain"
+    capabilities = Capabilities()
 
     def location(self, ref: KeyRef) -> str:
         return f"plain:{ref.namespace}/{ref.name}"
@@ -48,6 +43,7 @@ class PlainStore:
 
 class CapableStore(PlainStore):
     name = "capable"
+    capabilities = Capabilities(write_initial=True, promote_revoking=True)
 
     async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         return document
@@ -56,13 +52,13 @@ class CapableStore(PlainStore):
         return version - 1
 
 
-def test_optional_capabilities_show_exactly_when_the_inner_store_has_them() -> None:
+def test_the_wrapper_declares_exactly_the_inner_store_capabilities() -> None:
     plain = InstrumentedStore(PlainStore(), StoreStats())  # type: ignore[arg-type]
     capable = InstrumentedStore(CapableStore(), StoreStats())  # type: ignore[arg-type]
-    assert not isinstance(plain, SupportsWriteInitial)
-    assert not isinstance(plain, SupportsPromoteRevoking)
-    assert isinstance(capable, SupportsWriteInitial)
-    assert isinstance(capable, SupportsPromoteRevoking)
+    assert plain.capabilities == Capabilities()
+    assert capable.capabilities == Capabilities(write_initial=True, promote_revoking=True)
+    assert not hasattr(plain, "write_initial")
+    assert hasattr(capable, "promote_revoking_current")
 
 
 async def test_calls_are_counted_by_method_including_optional_ones() -> None:

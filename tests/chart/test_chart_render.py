@@ -72,6 +72,9 @@ NAMESPACED_ALLOWED = {
 }
 CLUSTER_ONLY_ALLOWED = {
     ("apikeys.dev", "rotationpolicies"): {"get", "list", "watch"},
+    ("apikeys.dev", "rotationpolicies/status"): {"patch"},
+    # A cluster-scoped RotationPolicy's Events are created in "default".
+    ("", "events"): {"create", "patch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},

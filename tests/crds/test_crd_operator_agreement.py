@@ -123,14 +123,17 @@ def test_every_policy_the_crd_admits_parses_or_is_an_operator_only_rule(
     try:
         every = parse_duration(full["spec"]["rotateEvery"])
         grace = parse_duration(full["spec"]["gracePeriod"])
+        max_age = (parse_duration(full["spec"]["maxKeyAge"]) if "maxKeyAge" in full["spec"]
+                   else None)
     except ValueError:
         # Patterns admit absurd magnitudes (e.g. 99999999d); the operator caps them.
         with pytest.raises(SpecError):
             parse_policy(full)
         return
-    if every < MIN_ROTATE_EVERY or grace >= every:
+    if every < MIN_ROTATE_EVERY or grace >= every or (max_age is not None and max_age < every):
         with pytest.raises(SpecError):
             parse_policy(full)
         return
     parsed = parse_policy(full)
     assert parsed.rotate_every == every and parsed.grace_period == grace
+    assert parsed.max_key_age == max_age

@@ -220,6 +220,7 @@ def test_printer_columns() -> None:
         "Reason": '.status.conditions[?(@.type=="Ready")].reason',
         "Store": ".spec.store",
         "Version": ".status.currentKey.version",
+        "Schedule": '.status.conditions[?(@.type=="Scheduled")].reason',
         "Next Rotation": ".status.nextRotationTime",
         "Age": ".metadata.creationTimestamp",
     }
@@ -228,6 +229,8 @@ def test_printer_columns() -> None:
     # kubectl shows a future `date` as "<invalid>"; the next rotation is always in the future.
     assert types["Next Rotation"] == "string"
     assert columns(POLICY_CRD) == {
+        "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "Keys": ".status.keys",
         "Rotate Every": ".spec.rotateEvery",
         "Grace": ".spec.gracePeriod",
         "Age": ".metadata.creationTimestamp",

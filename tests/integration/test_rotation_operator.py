@@ -94,6 +94,9 @@ def test_an_idle_key_makes_no_api_requests(cluster: LocalCluster) -> None:
     cluster.apply(policy("monthly", rotateEvery="30d"))
     cluster.apply(apikey("billing", rotationPolicyRef={"name": "monthly"}))
     cluster.wait_ready("payments", "billing")
+    # The creation's last write: the policy counts its new key (batched every 2 s).
+    cluster.wait_for(lambda: ((cluster.api.get_object(POLICIES, None, "monthly") or {})
+                              .get("status") or {}).get("keys") == 1, what="keys: 1")
     time.sleep(1.0)  # let the provisioning's own events settle
     mark = cluster.api.traffic.mark()
     time.sleep(30)
@@ -131,7 +134,9 @@ def test_restart_targets_roll_once_per_rotation(cluster: LocalCluster) -> None:
                  "template": {"metadata": {"labels": {"app": "b"}},
                               "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
     cluster.api.create_object(deployment)
-    cluster.apply(apikey("billing", restartTargets=[
+    # A short grace: the second rotation waits for the first one's grace to end.
+    cluster.apply(policy("short-grace", rotateEvery="1h", gracePeriod="3s"))
+    cluster.apply(apikey("billing", rotationPolicyRef={"name": "short-grace"}, restartTargets=[
         {"kind": "Deployment", "name": "billing-api"},
         {"kind": "StatefulSet", "name": "missing"}]))
     cluster.wait_ready("payments", "billing")

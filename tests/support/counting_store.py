@@ -6,7 +6,14 @@ import collections
 from datetime import datetime
 from typing import ClassVar
 
-from apikey_operator.stores.base import KeyRef, Store, StoreError, StoreState, VersionDocument
+from apikey_operator.stores.base import (
+    Capabilities,
+    KeyRef,
+    Store,
+    StoreError,
+    StoreState,
+    VersionDocument,
+)
 
 METHODS = ("read", "write_pending", "promote", "revoke", "delete", "close")
 
@@ -20,6 +27,8 @@ class CountingStore:
     """
 
     type_name: ClassVar[str] = "counting"
+    # Only the four steps pass through (so every step is counted): no one-call shortcuts.
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner

@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 
 from apikey_operator import keys
+from apikey_operator.conditions import conditions_for, status_for
 from apikey_operator.rotation import (
+    CreateInitial,
     CreatePending,
     Observation,
     PolicyView,
     Promote,
+    PromoteRevoking,
     Revoke,
     WriteSecret,
     advance,
@@ -22,7 +25,7 @@ from apikey_operator.rotation import (
     request_token,
 )
 from apikey_operator.spec import NamespaceSelector, RotationPolicy, parse_apikey
-from apikey_operator.stores.base import KeyRef, StoreState
+from apikey_operator.stores.base import Capabilities, KeyRef, StoreState
 
 pytestmark = pytest.mark.unit
 
@@ -39,25 +42,36 @@ class World:
     obs: Observation
     secret_history: list[dict[str, str]]
     revoked: set[int]
+    # (reason, message) of every Event the converged plans posted, in order.
+    events: list[tuple[str, str]]
 
     @classmethod
     def new(cls, **kwargs: Any) -> World:
+        kwargs.setdefault("policy", POLICY)
         obs = Observation(now=T0, ref=REF, generation=1, spec=SPEC, store_location="k:x",
-                          policy=POLICY, **kwargs)
-        return cls(obs, [], set())
+                          **kwargs)
+        return cls(obs, [], set(), [])
+
+    def reasons(self) -> list[str]:
+        return [reason for reason, _ in self.events]
 
     def step(self) -> Any:
-        """Run one step; returns it (None when converged)."""
+        """Run one step; returns it (None when converged: the status is recorded then)."""
         p = plan(self.obs)
         step = p.step
         if step is None:
-            self.obs = replace(self.obs, status=dict(p.status))
+            self.events.extend((str(e.reason), e.message) for e in p.events)
+            self.obs = replace(self.obs, status=status_for(p, self.obs.status, 1, self.obs.now))
             return None
         written = None
+        if isinstance(step, CreateInitial):
+            written = self.obs.store.current or step.document(keys.generate(step.key_format))
         if isinstance(step, CreatePending):
             written = self.obs.store.pending or step.document(keys.generate(step.key_format))
         if isinstance(step, Revoke):
             self.revoked.add(step.version)
+        if isinstance(step, PromoteRevoking):
+            self.revoked.add(step.revokes)
         self.obs = advance(self.obs, step, written)
         if isinstance(step, WriteSecret):
             self.secret_history.append(dict(step.data))
@@ -96,11 +110,33 @@ def test_a_new_key_is_created_projected_and_promoted_in_that_order() -> None:
     assert [type(s) for s in steps] == [CreatePending, WriteSecret, Promote]
     assert keys.matches_format(current_key(world), SPEC.key_format)
     assert SPEC.previous_key not in world.obs.secret.data
-    assert steps[2].event.reason == "Provisioned"
+    assert world.reasons() == ["Provisioned"]
     final = plan(world.obs)
     assert final.status["currentKey"]["fingerprint"] == keys.fingerprint(current_key(world))
     assert final.wake_at == T0 + timedelta(days=30)
-    assert {c.type: c.reason for c in final.conditions}["Ready"] == "Provisioned"
+    assert {c.type: c.reason for c in conditions_for(final)}["Ready"] == "Provisioned"
+    assert final.events == ()  # recorded once: planning the same state again posts nothing
+
+
+def test_a_store_that_writes_the_first_version_current_does_it_in_one_step() -> None:
+    world = World.new(capabilities=Capabilities(write_initial=True))
+    steps = world.converge()
+    assert [type(s) for s in steps] == [CreateInitial, WriteSecret]
+    assert world.obs.store.current is not None and world.obs.store.current.trigger == "initial"
+    assert world.reasons() == ["Provisioned"]
+
+
+def test_a_first_version_written_by_someone_else_is_still_announced_once() -> None:
+    # The write's answer was lost (a crash, a cancelled request, another replica): the next
+    # plan finds the key already current, with nothing in status yet.
+    world = World.new(capabilities=Capabilities(write_initial=True))
+    step = plan(world.obs).step
+    assert isinstance(step, CreateInitial)
+    world.obs = advance(world.obs, step, step.document(keys.generate(step.key_format)))
+    world.converge()
+    assert world.reasons() == ["Provisioned"]
+    world.converge()
+    assert world.reasons() == ["Provisioned"]
 
 
 def test_schedule_rotates_with_grace_then_expires_the_old_key() -> None:
@@ -111,7 +147,8 @@ def test_schedule_rotates_with_grace_then_expires_the_old_key() -> None:
     steps = world.converge()
     assert [type(s) for s in steps] == [CreatePending, WriteSecret, Promote]
     assert world.obs.secret.data[SPEC.previous_key] == old
-    assert steps[2].event.reason == "Rotated"
+    assert world.reasons()[-1] == "Rotated"
+    assert "version 1 stays valid for 1d" in world.events[-1][1]
     assert plan(world.obs).wake_at == T0 + timedelta(days=31)
     # Before the grace ends nothing happens.
     world.at(T0 + timedelta(days=30, hours=23))
@@ -119,7 +156,7 @@ def test_schedule_rotates_with_grace_then_expires_the_old_key() -> None:
     world.at(T0 + timedelta(days=31))
     steps = world.converge()
     assert [type(s) for s in steps] == [WriteSecret, Revoke]
-    assert steps[1].event.reason == "GraceExpired"
+    assert world.reasons()[-1] == "GraceExpired"
     assert SPEC.previous_key not in world.obs.secret.data
 
 
@@ -147,9 +184,28 @@ def test_revoke_removes_the_old_key_at_once_without_grace() -> None:
     world.at(T0 + timedelta(hours=2), revoke_request="now")
     steps = world.converge()
     assert [type(s) for s in steps] == [CreatePending, WriteSecret, Promote, Revoke]
-    assert steps[-1].version == old_version and steps[-1].event.reason == "Revoked"
+    assert steps[-1].version == old_version and steps[-1].kind == "emergency"
+    assert world.reasons()[-1] == "Revoked"
     assert SPEC.previous_key not in world.obs.secret.data
     assert world.obs.store.previous is None
+
+
+def test_a_store_that_can_promote_and_revoke_at_once_revokes_in_one_step() -> None:
+    world = World.new(capabilities=Capabilities(write_initial=True, promote_revoking=True))
+    world.converge()
+    world.at(T0 + timedelta(hours=2), revoke_request="now")
+    steps = world.converge()
+    assert [type(s) for s in steps] == [CreatePending, WriteSecret, PromoteRevoking]
+    assert world.revoked == {1} and world.obs.store.previous is None
+    assert world.reasons()[-1] == "Revoked"
+
+
+def test_vendor_keys_are_revoked_one_by_one_so_the_vendor_hears_of_each() -> None:
+    world = World.new(capabilities=Capabilities(promote_revoking=True), vendor_keys=True)
+    world.converge()
+    world.at(T0 + timedelta(hours=2), revoke_request="now")
+    steps = world.converge()
+    assert [type(s) for s in steps] == [CreatePending, WriteSecret, Promote, Revoke]
 
 
 def test_revoke_during_a_grace_period_removes_both_old_keys() -> None:
@@ -164,18 +220,53 @@ def test_revoke_during_a_grace_period_removes_both_old_keys() -> None:
     assert state.previous is None and state.current.version == 3
     assert world.revoked == {1, 2}
     assert list(world.obs.secret.data) == [SPEC.current_key]
+    assert world.reasons()[-1] == "Revoked"
+    assert world.events[-1][1].startswith("key versions 1 (sha256:")
+    assert ", 2 (sha256:" in world.events[-1][1]
 
 
-def test_rotate_requested_twice_in_a_row_never_holds_three_keys() -> None:
+def test_a_second_rotation_within_a_grace_waits_for_it_to_end() -> None:
     world = World.new()
     world.converge()
     world.at(T0 + timedelta(hours=1), rotate_request="a")
     world.converge()
+    first = world.obs.secret.data[SPEC.previous_key]
     world.at(T0 + timedelta(hours=2), rotate_request="b")
+    assert world.converge() == []  # no key is lost before its grace ends
+    assert world.obs.secret.data[SPEC.previous_key] == first and world.revoked == set()
+    assert world.reasons()[-1] == "RotationQueued"
+    queued = world.obs.status["queuedRotation"]
+    assert queued == {"trigger": "rotate", "requestedAt": "2026-01-01T02:00:00Z",
+                      "runsAt": "2026-01-02T01:00:00Z"}
+    assert plan(world.obs).wake_at == T0 + timedelta(days=1, hours=1)
+    # Asked again later (or re-planned after a restart): still queued, announced once.
+    world.at(T0 + timedelta(hours=5))
+    assert world.converge() == [] and world.reasons().count("RotationQueued") == 1
+    assert world.obs.status["queuedRotation"]["requestedAt"] == "2026-01-01T02:00:00Z"
+    world.at(T0 + timedelta(days=1, hours=1))
     steps = world.converge()
-    # The key still in grace is expired early (out of the Secret first), then the new rotation.
+    # The grace ends (out of the Secret first), then the queued rotation runs.
     assert [type(s) for s in steps] == [WriteSecret, Revoke, CreatePending, WriteSecret, Promote]
     assert world.revoked == {1}
+    assert world.reasons()[-2:] == ["GraceExpired", "Rotated"]
+    assert world.obs.status.get("queuedRotation") is None
+    assert world.obs.store.handled["rotate"] == "b"
+
+
+def test_a_schedule_due_within_a_grace_waits_and_shows_when_it_runs() -> None:
+    # Only a policy shortened mid-grace can make a rotation due before the grace ends.
+    world = World.new()
+    world.converge()
+    world.at(T0 + timedelta(days=30))
+    world.converge()
+    hourly = PolicyView("p", True, RotationPolicy("p", timedelta(hours=1), timedelta(minutes=10),
+                                                  None))
+    world.at(T0 + timedelta(days=30, hours=2), policy=hourly)
+    assert world.converge() == []
+    queued = world.obs.status["queuedRotation"]
+    assert queued == {"trigger": "schedule", "requestedAt": "2026-01-31T01:00:00Z",
+                      "runsAt": "2026-02-01T00:00:00Z"}
+    assert world.obs.status["nextRotationTime"] == queued["runsAt"]
 
 
 def test_a_key_format_change_rotates_gracefully() -> None:
@@ -277,14 +368,14 @@ def test_a_secret_owned_by_someone_else_is_never_touched() -> None:
                                                   managed=False))
     p = plan(world.obs)
     assert p.step is None and p.blocked
-    assert p.conditions[0].reason == "SecretConflict"
+    assert conditions_for(p)[0].reason == "SecretConflict"
 
 
 def test_a_store_entry_of_another_apikey_is_never_touched() -> None:
     world = World.new()
     world.obs = replace(world.obs, store=StoreState(exists=True, owner_uid="other"))
     p = plan(world.obs)
-    assert p.step is None and p.conditions[0].reason == "StoreConflict"
+    assert p.step is None and conditions_for(p)[0].reason == "StoreConflict"
 
 
 def test_a_namespace_the_policy_does_not_admit_keeps_its_key_and_does_not_rotate() -> None:
@@ -295,8 +386,19 @@ def test_a_namespace_the_policy_does_not_admit_keeps_its_key_and_does_not_rotate
     world.at(T0 + timedelta(days=40), policy=selective, namespace_labels={"env": "dev"})
     p = plan(world.obs)
     assert p.step is None
-    assert p.conditions[0].reason == "PolicyNotAllowed" and not p.conditions[0].status
+    ready = conditions_for(p)[0]
+    assert ready.reason == "PolicyNotAllowed" and not ready.status
+    assert "key version 1 is kept" in ready.message
     assert p.status["currentKey"]["version"] == 1
+
+
+def test_a_policy_that_blocks_a_new_key_says_that_no_key_exists_yet() -> None:
+    selective = PolicyView("p", True, RotationPolicy(
+        "p", timedelta(days=30), timedelta(hours=1), NamespaceSelector({"env": "prod"})))
+    world = World.new(policy=selective, namespace_labels={"env": "dev"})
+    assert world.converge() == []
+    ready = conditions_for(plan(world.obs))[0]
+    assert ready.reason == "PolicyNotAllowed" and "no key has been provisioned yet" in ready.message
 
 
 def test_a_missing_policy_leaves_the_key_valid_and_unscheduled() -> None:
@@ -305,7 +407,7 @@ def test_a_missing_policy_leaves_the_key_valid_and_unscheduled() -> None:
     world.at(T0 + timedelta(days=40), policy=PolicyView("p", False))
     p = plan(world.obs)
     assert p.step is None and p.wake_at is None
-    reasons = {c.type: (c.status, c.reason) for c in p.conditions}
+    reasons = {c.type: (c.status, c.reason) for c in conditions_for(p)}
     assert reasons["Ready"] == (True, "Provisioned")
     assert reasons["Scheduled"] == (False, "PolicyNotFound")
     assert p.status["nextRotationTime"] is None
@@ -318,7 +420,7 @@ def test_an_invalid_policy_stalls_with_a_message_naming_the_field() -> None:
     world.at(T0 + timedelta(days=40), policy=bad)
     p = plan(world.obs)
     assert p.step is None
-    reasons = {c.type: c for c in p.conditions}
+    reasons = {c.type: c for c in conditions_for(p)}
     assert reasons["Stalled"].reason == "InvalidSpec" and "spec.gracePeriod" in \
         reasons["Stalled"].message
 
@@ -328,7 +430,8 @@ def test_an_invalid_spec_stalls_and_keeps_the_last_known_status() -> None:
                       status={"currentKey": {"version": 3}})
     p = plan(obs)
     assert p.step is None and p.blocked
-    assert {c.type for c in p.conditions} == {"Ready", "Stalled"}
+    assert {c.type for c in conditions_for(p)} == {"Ready", "Stalled"}
+    assert conditions_for(p)[0].message == "spec.key.length 8; key version 3 stays current"
     assert p.status["currentKey"] == {"version": 3}
 
 
@@ -365,7 +468,8 @@ def test_no_key_material_in_status_or_events() -> None:
     world.at(T0 + timedelta(hours=1), revoke_request="v")
     steps = world.converge()
     p = plan(world.obs)
-    text = repr(p.status) + repr(p.conditions) + repr([getattr(s, "event", None) for s in steps])
+    text = (repr(p.status) + repr(conditions_for(p)) + repr(world.events)
+            + repr([getattr(s, "event", None) for s in steps]))
     for doc in (world.obs.store.current,):
         assert doc is not None and doc.key not in text
     assert all(isinstance(v, Mapping) or v is None or isinstance(v, str | int)

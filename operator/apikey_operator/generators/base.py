@@ -8,7 +8,7 @@ restart still knows what to revoke.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -55,3 +55,24 @@ class KeyGenerator(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+class LocalKeys:
+    """Keys the operator generates itself (with `secrets`): the source when no vendor is
+    configured. Nothing to revoke outside the store."""
+
+    type_name: ClassVar[str] = "local"
+    name = "local"
+
+    def __init__(self, generate: Callable[[KeyFormat], str]) -> None:
+        self._generate = generate
+
+    async def mint(self, ref: KeyRef, version: int, key_format: KeyFormat,
+                   scopes: Sequence[str]) -> MintedKey:
+        return MintedKey(self._generate(key_format))
+
+    async def revoke(self, ref: KeyRef, external_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

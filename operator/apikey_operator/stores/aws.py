@@ -45,11 +45,13 @@ from apikey_operator import redaction
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
+    Capabilities,
     KeyRef,
     StoreError,
     StoreState,
     StoreUnavailable,
     VersionDocument,
+    answered,
     check_owner,
     format_time,
     parse_time,
@@ -228,6 +230,7 @@ class AwsSecretsManagerStore(BlockingStore):
     """Key versions in AWS Secrets Manager (see the module docstring for the layout)."""
 
     type_name: ClassVar[str] = "aws-secrets-manager"
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, name: str, config: AwsConfig) -> None:
         self.name = name
@@ -283,11 +286,7 @@ class AwsSecretsManagerStore(BlockingStore):
                 valid_until = parse_time(secret.tags[TAG_VALID_UNTIL])
             except ValueError:
                 raise StoreError(f"{self.location(ref)} has a malformed valid-until tag") from None
-        handled = {
-            key[len(TAG_HANDLED_PREFIX):]: decode_tag_value(value)
-            for key, value in secret.tags.items()
-            if key.startswith(TAG_HANDLED_PREFIX)
-        }
+        handled = _handled(secret.tags)
         return StoreState(
             exists=True,
             owner_uid=secret.owner_uid,
@@ -360,7 +359,8 @@ class AwsSecretsManagerStore(BlockingStore):
         # AWSPREVIOUS and must already carry its valid-until; a crash or a refused call
         # before the move leaves only a tag nothing reads.
         tags = {TAG_HANDLED_PREFIX + kind: encode_tag_value(token)
-                for kind, token in pending.handles.items()}
+                for kind, token in answered(StoreState(handled=_handled(secret.tags)),
+                                            pending).items()}
         if finishing:
             # Interrupted after the move: the tag was written before it, unless lost.
             needs_valid_until = (secret.labelled(PREVIOUS) is not None
@@ -578,6 +578,12 @@ def _description(ref: KeyRef, scopes: tuple[str, ...]) -> str:
     if scopes:
         text += "; scopes: " + ",".join(scopes)
     return text[:MAX_DESCRIPTION]
+
+
+def _handled(tags: Mapping[str, str]) -> dict[str, str]:
+    # `trigger` was once kept among the handles (and so tagged); it answers nothing.
+    return {key[len(TAG_HANDLED_PREFIX):]: decode_tag_value(value) for key, value in tags.items()
+            if key.startswith(TAG_HANDLED_PREFIX) and key != TAG_HANDLED_PREFIX + "trigger"}
 
 
 def _check_handles(document: VersionDocument) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -73,11 +73,13 @@ class VersionDocument:
     created_at: datetime
     key_format: KeyFormat
     scopes: tuple[str, ...] = ()
-    # Trigger tokens (e.g. {"rotate": "2024-05-01"}) this version answers; recorded with the
-    # pending version so a crash after promote cannot make the same trigger rotate twice.
+    # Request tokens (e.g. {"rotate": "2024-05-01"}) this version answers; recorded with the
+    # pending version so a crash after promote cannot make the same request rotate twice.
     handles: Mapping[str, str] = field(default_factory=dict)
     # The vendor's id for a key minted by a webhook generator ("" for keys we generate).
     external_id: str = ""
+    # What made this version: initial | schedule | rotate | revoke | format.
+    trigger: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -93,6 +95,7 @@ class VersionDocument:
                 "scopes": list(self.scopes),
                 "handles": dict(self.handles),
                 "externalId": self.external_id,
+                "trigger": self.trigger,
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -107,6 +110,10 @@ class VersionDocument:
             encoding = fmt["encoding"]
             if encoding not in ("base62", "base64url", "hex"):
                 raise ValueError("encoding")
+            handles = {str(k): str(v) for k, v in dict(data.get("handles", {})).items()}
+            # Documents written before `trigger` had its own field kept it among the handles.
+            trigger = str(data.get("trigger") or handles.pop("trigger", ""))
+            handles.pop("trigger", None)
             return cls(
                 version=int(data["version"]),
                 key=str(data["key"]),
@@ -115,8 +122,9 @@ class VersionDocument:
                     length=int(fmt["length"]), encoding=encoding, prefix=str(fmt.get("prefix", ""))
                 ),
                 scopes=tuple(str(s) for s in data.get("scopes", [])),
-                handles={str(k): str(v) for k, v in dict(data.get("handles", {})).items()},
+                handles=handles,
                 external_id=str(data.get("externalId", "")),
+                trigger=trigger,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(
@@ -154,12 +162,79 @@ class StoreState:
         return max(numbers, default=0) + 1
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the four steps, declared by the backend itself (a
+    wrapper forwards them; the planner reads them from the observation)."""
+
+    # The first version can be written already current, in one call (`write_initial`).
+    write_initial: bool = False
+    # Promote pending and destroy the old current in one call (`promote_revoking_current`).
+    promote_revoking: bool = False
+
+
+# The state transitions every backend and the planner share. Each backend encodes the state
+# its own way (a Secret annotation, Vault custom metadata, AWS staging labels and tags), but
+# what a step does to the state is written once, here.
+
+def answered(state: StoreState, document: VersionDocument) -> dict[str, str]:
+    """`handled` once `document` is current: its request tokens join the answered ones."""
+    handled = dict(state.handled)
+    handled.update(document.handles)
+    return handled
+
+
+def with_initial(state: StoreState, ref: KeyRef, document: VersionDocument) -> StoreState:
+    """The entry created with `document` as its first, current version."""
+    return replace(state, exists=True, owner_uid=ref.uid, current=document,
+                   handled=answered(state, document))
+
+
+def with_pending(state: StoreState, ref: KeyRef, document: VersionDocument) -> StoreState:
+    """Step 1: `document` is pending (the caller keeps an existing pending version)."""
+    return replace(state, exists=True, owner_uid=ref.uid, pending=document)
+
+
+def promoted(state: StoreState, version: int, previous_valid_until: datetime,
+             where: str) -> StoreState:
+    """Step 3: pending `version` becomes current, the old current previous until
+    `previous_valid_until`. Unchanged if `version` is already current."""
+    if state.current is not None and state.current.version == version:
+        return state
+    pending = state.pending
+    if pending is None or pending.version != version:
+        raise StoreError(f"{where}: version {version} is not the pending version")
+    if state.previous is not None:
+        raise StoreError(f"{where}: the previous version must be revoked before promoting")
+    return replace(state, current=pending, pending=None, previous=state.current,
+                   previous_valid_until=previous_valid_until if state.current else None,
+                   handled=answered(state, pending))
+
+
+def promoted_revoking(state: StoreState, version: int, where: str) -> StoreState:
+    """Emergency: pending `version` becomes current and the old current is gone at once."""
+    after = promoted(state, version, datetime.min.replace(tzinfo=UTC), where)
+    return replace(after, previous=None, previous_valid_until=None)
+
+
+def without(state: StoreState, version: int) -> StoreState:
+    """Step 4: `version` destroyed, and whichever pointer named it cleared."""
+    if state.previous is not None and state.previous.version == version:
+        return replace(state, previous=None, previous_valid_until=None)
+    if state.pending is not None and state.pending.version == version:
+        return replace(state, pending=None)
+    if state.current is not None and state.current.version == version:
+        return replace(state, current=None)
+    return state
+
+
 @runtime_checkable
 class Store(Protocol):
     """A backend for key versions. Implementations must be safe to call concurrently
     for different ApiKeys; calls for one ApiKey are serialised by the caller."""
 
     type_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
     name: str
 
     def location(self, ref: KeyRef) -> str:
@@ -197,19 +272,22 @@ class Store(Protocol):
         ...
 
 
-@runtime_checkable
+
 class SupportsWriteInitial(Protocol):
-    """Stores that can create an entry with its first version already current."""
+    """A store whose `capabilities.write_initial` is set."""
 
     async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        """Create the entry with `document` already current; returns the current version
+        if one exists."""
         ...
 
 
-@runtime_checkable
 class SupportsPromoteRevoking(Protocol):
-    """Stores that can promote pending and destroy the old current in one write."""
+    """A store whose `capabilities.promote_revoking` is set."""
 
     async def promote_revoking_current(self, ref: KeyRef, version: int) -> int | None:
+        """Promote pending `version` and destroy the old current in one write; returns the
+        destroyed version."""
         ...
 
 

@@ -13,7 +13,6 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_da
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
+    Capabilities,
     KeyRef,
     StoreConfigError,
     StoreError,
@@ -30,6 +30,11 @@ from apikey_operator.stores.base import (
     check_owner,
     format_time,
     parse_time,
+    promoted,
+    promoted_revoking,
+    with_initial,
+    with_pending,
+    without,
 )
 
 STATE_ANNOTATION = "apikeys.dev/store-state"
@@ -64,6 +69,8 @@ def store_secret_name(namespace: str, name: str) -> str:
 
 class KubernetesStore:
     type_name: ClassVar[str] = "kubernetes"
+    capabilities: ClassVar[Capabilities] = Capabilities(write_initial=True,
+                                                        promote_revoking=True)
 
     # Objects this store last read or wrote, so a rotation's later steps need no GET: the
     # PUT carries the cached resourceVersion, and any change in between is a 409. Only
@@ -141,9 +148,7 @@ class KubernetesStore:
             raise StoreUnavailable(f"store {self.name}: a pending version appeared; retrying")
         data = decode_data((existing or {}).get("data"))
         data[f"v{document.version}"] = document.to_json()
-        handled = {k: v for k, v in document.handles.items() if k != "trigger"}
-        await self._write(ref, existing, data, _bookkeeping(replace(
-            state, exists=True, owner_uid=ref.uid, current=document, handled=handled)))
+        await self._write(ref, existing, data, _bookkeeping(with_initial(state, ref, document)))
         return document
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
@@ -154,27 +159,16 @@ class KubernetesStore:
             return state.pending
         data = decode_data((existing or {}).get("data"))
         data[f"v{document.version}"] = document.to_json()
-        await self._write(ref, existing, data, _bookkeeping(replace(
-            state, exists=True, owner_uid=ref.uid, pending=document)))
+        await self._write(ref, existing, data, _bookkeeping(with_pending(state, ref, document)))
         return document
 
     async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
         existing = await self._get(ref)
         state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
-        if state.current is not None and state.current.version == version:
+        new_state = promoted(state, version, previous_valid_until, f"store {self.name}")
+        if new_state is state:
             return
-        pending = state.pending
-        if pending is None or pending.version != version:
-            raise StoreError(f"store {self.name}: version {version} is not pending")
-        if state.previous is not None:
-            raise StoreError(f"store {self.name}: a previous version is still valid")
-        handled = dict(state.handled)
-        handled.update({k: v for k, v in pending.handles.items() if k != "trigger"})
-        new_state = replace(
-            state, current=pending, pending=None, previous=state.current,
-            previous_valid_until=previous_valid_until if state.current else None, handled=handled,
-        )
         await self._write(ref, existing, decode_data((existing or {}).get("data")),
                           _bookkeeping(new_state))
 
@@ -185,22 +179,14 @@ class KubernetesStore:
         existing = await self._get(ref)
         state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
-        pending = state.pending
-        if pending is None or pending.version != version:
-            if state.current is not None and state.current.version == version:
-                return None  # already done
-            raise StoreError(f"store {self.name}: version {version} is not pending")
-        if state.previous is not None:
-            raise StoreError(f"store {self.name}: a previous version is still valid")
+        if state.current is not None and state.current.version == version:
+            return None  # already done
+        new_state = promoted_revoking(state, version, f"store {self.name}")
         data = decode_data((existing or {}).get("data"))
         old = state.current
         if old is not None:
             data.pop(f"v{old.version}", None)
-        handled = dict(state.handled)
-        handled.update({k: v for k, v in pending.handles.items() if k != "trigger"})
-        await self._write(ref, existing, data, _bookkeeping(replace(
-            state, current=pending, pending=None, previous=None, previous_valid_until=None,
-            handled=handled)))
+        await self._write(ref, existing, data, _bookkeeping(new_state))
         return old.version if old is not None else None
 
     async def revoke(self, ref: KeyRef, version: int) -> None:
@@ -211,13 +197,7 @@ class KubernetesStore:
         if existing is None or f"v{version}" not in data:
             return
         del data[f"v{version}"]
-        if state.previous and state.previous.version == version:
-            state = replace(state, previous=None, previous_valid_until=None)
-        elif state.pending and state.pending.version == version:
-            state = replace(state, pending=None)
-        elif state.current and state.current.version == version:
-            state = replace(state, current=None)
-        await self._write(ref, existing, data, _bookkeeping(state))
+        await self._write(ref, existing, data, _bookkeeping(without(state, version)))
 
     async def delete(self, ref: KeyRef) -> None:
         existing = await self._get(ref)

@@ -38,12 +38,14 @@ from apikey_operator import redaction
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
+    Capabilities,
     KeyRef,
     StoreConfigError,
     StoreError,
     StoreState,
     StoreUnavailable,
     VersionDocument,
+    answered,
     check_owner,
     format_time,
     parse_time,
@@ -371,6 +373,7 @@ class VaultStore(BlockingStore):
     """Key versions in Vault / OpenBao KV v2 (see the module docstring for the layout)."""
 
     type_name: ClassVar[str] = "vault"
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, name: str, config: VaultConfig) -> None:
         self.name = name
@@ -412,11 +415,7 @@ class VaultStore(BlockingStore):
             except ValueError:
                 where = self.location(ref)
                 raise StoreError(f"{where} has a malformed previous-valid-until") from None
-        handled = {
-            key[len(HANDLED_PREFIX):]: value
-            for key, value in entry.custom.items()
-            if key.startswith(HANDLED_PREFIX)
-        }
+        handled = _handled(entry.custom)
         return StoreState(
             exists=True,
             owner_uid=entry.owner_uid,
@@ -507,7 +506,7 @@ class VaultStore(BlockingStore):
         if current is not None:
             custom["previous"] = str(current)
             custom["previous-valid-until"] = format_time(valid_until)
-        for kind, token in pending.handles.items():
+        for kind, token in answered(StoreState(handled=_handled(entry.custom)), pending).items():
             custom[HANDLED_PREFIX + kind] = token
         self._put_metadata(path, custom, deadline)
 
@@ -653,6 +652,12 @@ def _parse_version(data: Mapping[str, Any], version: int) -> VersionDocument:
         raise StoreError(f"KV version {version} holds an inconsistent document")
     redaction.register(document.key)
     return document
+
+
+def _handled(custom: Mapping[str, str]) -> dict[str, str]:
+    # `trigger` was once kept among the handles (and so written here); it answers nothing.
+    return {key[len(HANDLED_PREFIX):]: value for key, value in custom.items()
+            if key.startswith(HANDLED_PREFIX) and key != HANDLED_PREFIX + "trigger"}
 
 
 def _check_handles(document: VersionDocument) -> None:

@@ -72,10 +72,11 @@ class KubeApi:
 
     def request(self, method: str, path: str, body: Any = None, *,
                 params: Mapping[str, str] | None = None,
-                content_type: str = "application/json") -> Any:
+                content_type: str = "application/json",
+                headers: Mapping[str, str] | None = None) -> Any:
         """One request; the parsed JSON answer, or KubernetesApiError."""
         content = None
-        headers = dict(self._headers)
+        headers = {**self._headers, **(headers or {})}
         if body is not None:
             content = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = content_type

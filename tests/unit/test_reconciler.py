@@ -1,0 +1,260 @@
+"""The executor on its own: each planned step is one store or API call, and what the user is
+told follows what the status records. An in-memory store built on the backends' own state
+transitions, and an in-memory stand-in for the few API calls the reconciler makes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import pytest
+
+from apikey_operator.kube import KubeTransient
+from apikey_operator.reconciler import ReconcileFailed, Reconciler, Runtime
+from apikey_operator.stores.base import (
+    Capabilities,
+    KeyRef,
+    StoreState,
+    StoreUnavailable,
+    VersionDocument,
+    promoted,
+    promoted_revoking,
+    with_initial,
+    with_pending,
+    without,
+)
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+NONE = Capabilities()
+
+
+class MemoryStore:
+    """A store whose every step is the shared pure transition, recording each call."""
+
+    type_name: ClassVar[str] = "memory"
+    name = "memory"
+
+    def __init__(self, capabilities: Capabilities = NONE) -> None:
+        self.capabilities = capabilities
+        self.state = StoreState()
+        self.calls: list[str] = []
+        self.fail: dict[str, Exception] = {}
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        if method in self.fail:
+            raise self.fail.pop(method)
+
+    def location(self, ref: KeyRef) -> str:
+        return f"memory:{ref.namespace}/{ref.name}"
+
+    async def read(self, ref: KeyRef) -> StoreState:
+        self._enter("read")
+        return self.state
+
+    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        self._enter("write_initial")
+        if self.state.current is None:
+            self.state = with_initial(self.state, ref, document)
+        assert self.state.current is not None
+        return self.state.current
+
+    async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+        self._enter("write_pending")
+        if self.state.pending is None:
+            self.state = with_pending(self.state, ref, document)
+        assert self.state.pending is not None
+        return self.state.pending
+
+    async def promote(self, ref: KeyRef, version: int, previous_valid_until: datetime) -> None:
+        self._enter("promote")
+        self.state = promoted(self.state, version, previous_valid_until, "memory")
+
+    async def promote_revoking_current(self, ref: KeyRef, version: int) -> int | None:
+        self._enter("promote_revoking_current")
+        old = self.state.current
+        self.state = promoted_revoking(self.state, version, "memory")
+        return old.version if old else None
+
+    async def revoke(self, ref: KeyRef, version: int) -> None:
+        self._enter("revoke")
+        self.state = without(self.state, version)
+
+    async def delete(self, ref: KeyRef) -> None:
+        self._enter("delete")
+        self.state = StoreState()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class FakeApi:
+    """The reconciler's API calls, against one ApiKey object and its Secrets."""
+
+    apikey: dict[str, Any]
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = 10
+    fail_status: list[Exception] = field(default_factory=list)
+    status_writes: int = 0
+
+    def _bump(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.secrets.get(name))
+
+    async def create_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(dict(body))
+        obj["metadata"]["resourceVersion"] = self._bump()
+        self.secrets[obj["metadata"]["name"]] = obj
+        return copy.deepcopy(obj)
+
+    async def replace_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.create_secret(body)
+
+    async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                  *, uid: str, has_status: bool) -> str:
+        if self.fail_status:
+            raise self.fail_status.pop(0)
+        self.status_writes += 1
+        current = self.apikey.setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
+        self.apikey["metadata"]["resourceVersion"] = self._bump()
+        return self.apikey["metadata"]["resourceVersion"]
+
+    async def restart_workload(self, kind: str, namespace: str, name: str,
+                               annotations: Mapping[str, str]) -> bool:
+        return False
+
+
+@dataclass
+class Rig:
+    store: MemoryStore
+    api: FakeApi
+    reconciler: Reconciler
+    events: list[tuple[str, str, str]]
+    clock: list[datetime]
+
+    async def reconcile(self) -> None:
+        await self.reconciler.reconcile(copy.deepcopy(self.api.apikey), {}, None)
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+    def annotate(self, **annotations: str) -> None:
+        self.api.apikey["metadata"]["annotations"] = {f"apikeys.dev/{k}": v
+                                                      for k, v in annotations.items()}
+
+    def at(self, moment: datetime) -> None:
+        self.clock[0] = moment
+
+
+def rig(capabilities: Capabilities = NONE) -> Rig:
+    store = MemoryStore(capabilities)
+    api = FakeApi({"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
+                   "metadata": {"name": "billing", "namespace": "payments", "uid": "uid-1",
+                                "generation": 1, "resourceVersion": "1"},
+                   "spec": {"store": "memory"}})
+    events: list[tuple[str, str, str]] = []
+    clock = [T0]
+    runtime = Runtime(stores={"memory": store}, kube=api,  # type: ignore[arg-type]
+                      post_event=lambda _body, type_, reason, message: events.append(
+                          (type_, str(reason), message)),
+                      clock=lambda: clock[0])
+    return Rig(store, api, Reconciler(runtime), events, clock)
+
+
+async def test_a_capable_store_writes_the_first_version_current_in_one_call() -> None:
+    r = rig(Capabilities(write_initial=True))
+    await r.reconcile()
+    assert r.store.calls == ["read", "write_initial"]
+    assert r.api.apikey["status"]["currentKey"]["version"] == 1
+    assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
+    assert r.reasons() == ["Provisioned"]
+
+
+async def test_a_plain_store_gets_the_four_steps_one_call_each() -> None:
+    r = rig()
+    await r.reconcile()
+    assert r.store.calls == ["read", "write_pending", "promote"]
+    assert r.reasons() == ["Provisioned"]
+    await r.reconcile()
+    assert r.store.calls[-1] == "read" and r.reasons() == ["Provisioned"]  # nothing twice
+
+
+async def test_an_event_waits_for_its_status_and_is_posted_once_it_is_written() -> None:
+    r = rig(Capabilities(write_initial=True))
+    r.api.fail_status.append(KubeTransient("updating status: 500", 500))
+    with pytest.raises(ReconcileFailed):
+        await r.reconcile()
+    assert r.store.state.current is not None  # the step happened...
+    assert r.reasons() == []  # ...but the user is told only once the status says so
+    await r.reconcile()
+    assert r.store.calls == ["read", "write_initial", "read"]
+    assert r.reasons() == ["Provisioned"]
+
+
+async def test_an_emergency_revoke_on_a_capable_store_is_one_promote_call() -> None:
+    r = rig(Capabilities(write_initial=True, promote_revoking=True))
+    await r.reconcile()
+    r.at(T0 + timedelta(minutes=5))
+    r.annotate(revoke="leak-1")
+    await r.reconcile()
+    assert r.store.calls[2:] == ["read", "write_pending", "promote_revoking_current"]
+    assert list(r.store.state.valid_keys()) == [2]
+    assert r.reasons()[-1] == "Revoked" and r.events[-1][2].startswith("key version 1 (sha256:")
+    assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
+
+
+async def test_a_rotation_within_a_grace_writes_nothing_to_the_store_and_says_it_waits() -> None:
+    r = rig(Capabilities(write_initial=True))
+    await r.reconcile()
+    r.at(T0 + timedelta(minutes=1))
+    r.annotate(rotate="a")
+    await r.reconcile()
+    calls = len(r.store.calls)
+    r.at(T0 + timedelta(minutes=2))
+    r.annotate(rotate="b")
+    await r.reconcile()
+    assert r.store.calls[calls:] == ["read"]
+    assert r.api.apikey["status"]["queuedRotation"]["trigger"] == "rotate"
+    assert r.reasons() == ["Provisioned", "Rotated", "RotationQueued"]
+    r.at(T0 + timedelta(days=1, minutes=1))
+    calls = len(r.store.calls)
+    await r.reconcile()
+    assert r.store.calls[calls:] == ["read", "revoke", "write_pending", "promote"]
+    assert "queuedRotation" not in r.api.apikey["status"]
+    assert r.reasons()[-2:] == ["GraceExpired", "Rotated"]
+
+
+async def test_a_store_outage_is_reported_once_and_the_next_attempt_finishes() -> None:
+    r = rig()
+    r.store.fail["promote"] = StoreUnavailable("memory: down", retry_after=3.0)
+    with pytest.raises(ReconcileFailed) as failed:
+        await r.reconcile()
+    assert failed.value.retry_after == 3.0
+    ready = {c["type"]: c for c in r.api.apikey["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "StoreUnavailable")
+    assert r.events == [("Warning", "StoreUnavailable", "memory: down")]
+    await r.reconcile()
+    assert r.store.calls == ["read", "write_pending", "promote", "read", "promote"]
+    assert r.reasons() == ["StoreUnavailable", "Provisioned"]
+
+
+async def test_the_status_of_its_own_last_write_wins_over_an_older_observed_object() -> None:
+    r = rig(Capabilities(write_initial=True))
+    stale = copy.deepcopy(r.api.apikey)  # the watch has not delivered our write yet
+    await r.reconcile()
+    writes = r.api.status_writes
+    await r.reconciler.reconcile(stale, {}, None)
+    assert r.api.status_writes == writes and r.reasons() == ["Provisioned"]
