@@ -195,6 +195,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from apikey_operator.testing.sandbox import run_sandbox
 
         return run_sandbox(workdir=args.workdir, interactive=not args.non_interactive)
+    if args.command == "revoke":
+        from apikey_operator.drill import DrillError, check_fingerprint
+
+        if bool(args.target) == bool(args.fingerprint):
+            raise CliError("revoke takes either [NAMESPACE/]NAME or --fingerprint sha256:...")
+        try:
+            if args.fingerprint:
+                check_fingerprint(args.fingerprint)
+        except DrillError as exc:
+            raise CliError(str(exc)) from None
     commands: dict[str, Callable[[Session, argparse.Namespace], Awaitable[int]]] = {
         "rotate": _rotate, "revoke": _revoke, "status": _status, "audit": _audit,
         "drill": _drill, "scan": _scan_revoke,
@@ -284,17 +294,12 @@ async def _rotate(session: Session, args: argparse.Namespace) -> int:
 
 
 async def _revoke(session: Session, args: argparse.Namespace) -> int:
-    from apikey_operator.drill import DrillError, check_fingerprint, holders_of
+    from apikey_operator.drill import holders_of
 
-    if bool(args.target) == bool(args.fingerprint):
-        raise CliError("revoke takes either [NAMESPACE/]NAME or --fingerprint sha256:...")
     if args.target:
         await _annotate(session, "revoke", *session.name(args.target))
         return EXIT_OK
-    try:
-        wanted = check_fingerprint(args.fingerprint)
-    except DrillError as exc:
-        raise CliError(str(exc)) from None
+    wanted = str(args.fingerprint)
     items = await session.kube.list_apikeys(session.namespace_given)
     holders = holders_of(items, wanted)
     if not holders:
