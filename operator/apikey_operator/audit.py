@@ -68,7 +68,8 @@ def findings_for(apikey: Mapping[str, Any], policy: Mapping[str, Any] | PolicyMi
         found.append(Finding("warning", "NoPolicy",
                              "no rotationPolicyRef: the key rotates only on request and can "
                              "live forever (a zombie key)"))
-    elif isinstance(policy, PolicyMissing) or ready.get("reason") == "PolicyNotFound":
+    elif isinstance(policy, PolicyMissing) or "PolicyNotFound" in (
+            ready.get("reason"), condition_of(conditions, "Scheduled").get("reason")):
         found.append(Finding("error", "PolicyNotFound",
                              f"RotationPolicy {ref} does not exist: the key does not rotate"))
     if isinstance(policy, Mapping):

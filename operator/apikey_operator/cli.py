@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -412,8 +413,14 @@ async def _key_copies(session: Session, items: Sequence[Mapping[str, Any]],
     for secret in secrets_:
         meta = secret.get("metadata") or {}
         where = (str(meta.get("namespace")), str(meta.get("name")))
+        labels = meta.get("labels") or {}
+        if labels.get("app.kubernetes.io/managed-by") == "apikey-operator" and \
+                labels.get("apikeys.dev/store"):
+            continue  # the built-in store's own entries, where every key version lives
         for value in decode_data(secret.get("data")).values():
-            found = {fingerprint(value.strip())} if value.strip() else set()
+            # Exact matches only: the whole value, each run of key characters, and every
+            # checksum-verified key inside a longer run.
+            found = {fingerprint(t) for t in {value.strip(), *_KEY_RUN.findall(value)} if t}
             found |= {f.fingerprint for f in find_keys(value)}
             for printed in found & owners.keys():
                 key = owners[printed]
@@ -421,6 +428,9 @@ async def _key_copies(session: Session, items: Sequence[Mapping[str, Any]],
                         copies.get(key, []):
                     copies.setdefault(key, []).append(f"{where[0]}/{where[1]}")
     return copies
+
+
+_KEY_RUN = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 class _Stores(Mapping[str, Any]):
