@@ -29,6 +29,7 @@ from apikey_operator.presentation import parse_timestamp, table
 from apikey_operator.spec import REVOKE_ANNOTATION
 from apikey_operator.stores.base import KeyRef, Store, StoreError
 
+VERSION_ANNOTATION = "apikeys.dev/version"
 FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{12}$")
 POLL_SECONDS = 0.1
 
@@ -184,8 +185,17 @@ class Revoker:
         return target
 
     async def _secret_data(self, target: Target) -> dict[str, str]:
-        secret = await self.kube.get_secret(target.namespace, target.secret_name)
-        return decode_data((secret or {}).get("data"))
+        return (await self._secret(target))[0]
+
+    async def _secret(self, target: Target) -> tuple[dict[str, str], int | None]:
+        """The Secret's decoded data and the key version its annotation names."""
+        secret = await self.kube.get_secret(target.namespace, target.secret_name) or {}
+        version = ((secret.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
+        try:
+            number = int(version) if version is not None else None
+        except ValueError:
+            number = None
+        return decode_data(secret.get("data")), number
 
     async def request(self, target: Target) -> tuple[float, datetime]:
         """Set the revoke annotation; the monotonic and wall-clock moments of the request."""
@@ -220,6 +230,14 @@ class Revoker:
             if self.clock() > deadline:
                 return await self._failed(target, outcome, wanted, within, last_error)
             await asyncio.sleep(POLL_SECONDS)
+        while outcome.new_version is None and self.clock() < deadline:
+            # No version annotation on the Secret: the ApiKey's status names it once written.
+            item = await self.kube.get_apikey(target.namespace, target.name) or {}
+            version = ((item.get("status") or {}).get("currentKey") or {}).get("version")
+            if version is not None and int(version) not in target.old_versions:
+                outcome.new_version = int(version)
+            else:
+                await asyncio.sleep(POLL_SECONDS)
         if verify_url:
             await self._verify(target, verify_url, started, deadline, outcome)
         return outcome
@@ -228,12 +246,15 @@ class Revoker:
                        outcome: Outcome, now: float) -> None:
         seconds = outcome.seconds
         if "oldKeyGoneFromSecret" not in seconds:
-            data = await self._secret_data(target)
+            data, version = await self._secret(target)
             held = {fingerprint(v) for v in data.values() if v}
             current = data.get(target.current_field, "")
             if "newKeyInSecret" not in seconds and current and \
                     fingerprint(current) not in target.old_fingerprints:
                 seconds["newKeyInSecret"] = now
+                # The annotation is written with the data: it names the version just seen.
+                if version is not None and version not in target.old_versions:
+                    outcome.new_version = version
                 if target.old_keys:
                     target.current_key = current
             if "newKeyInSecret" in seconds and not held & target.old_fingerprints:
@@ -242,11 +263,6 @@ class Revoker:
             state = await store.read(ref)
             if not set(state.valid_keys()) & set(target.old_versions):
                 seconds["storeRevoked"] = now
-        if outcome.new_version is None and "newKeyInSecret" in seconds:
-            item = await self.kube.get_apikey(target.namespace, target.name) or {}
-            version = ((item.get("status") or {}).get("currentKey") or {}).get("version")
-            if version is not None and int(version) not in target.old_versions:
-                outcome.new_version = int(version)
 
     async def _failed(self, target: Target, outcome: Outcome, wanted: list[str],
                       within: float, last_error: str) -> Outcome:
