@@ -14,12 +14,14 @@ import logging
 import os
 import re
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from apikey_operator import audit
 from apikey_operator.presentation import format_status_detail, format_status_table
@@ -259,8 +261,7 @@ def _with_session(args: argparse.Namespace,
         return asyncio.run(run())
     except KubeTransient as exc:
         if exc.status == 0:
-            raise CliError(f"cannot connect to the Kubernetes API server at "
-                           f"{session.target.server} ({exc})") from None
+            raise CliError(_unreachable(session.target.server, exc)) from None
         raise CliError(f"the Kubernetes API server at {session.target.server} answered "
                        f"{exc}") from None
     except KubeError as exc:
@@ -270,6 +271,22 @@ def _with_session(args: argparse.Namespace,
         raise CliError(str(exc)) from None
     except OSError as exc:  # e.g. the kubeconfig names a CA file that does not exist
         raise CliError(f"cannot connect to {session.target.server}: {exc}") from None
+
+
+def _unreachable(server: str, exc: Exception) -> str:
+    """The one line for a connection failure: the server, what was tried, and the socket's
+    own reason (refused, no route, timed out) when a plain TCP connect shows it."""
+    reason = ""
+    url = urlsplit(server)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "", port), timeout=3):
+            pass
+    except OSError as error:
+        reason = f": {(error.strerror or type(error).__name__).lower()}"
+    except ValueError:
+        pass
+    return f"cannot connect to the Kubernetes API server at {server} ({exc}{reason})"
 
 
 # --- verbs -----------------------------------------------------------------------------------
@@ -609,7 +626,7 @@ def _preflight() -> str | None:
             await kube.get_rotationpolicy("apikey-operator-preflight")
         except KubeError as exc:
             if exc.status == 0:
-                return f"cannot connect to the Kubernetes API server at {target.server} ({exc})"
+                return _unreachable(target.server, exc)
             if exc.status == 401:
                 return (f"the Kubernetes API server at {target.server} refused the credentials "
                         f"from {target.source} ({exc})")

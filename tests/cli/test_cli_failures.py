@@ -56,6 +56,7 @@ def test_a_dead_server_is_named_by_its_address(verb: tuple[str, ...],
     line = one_line(result)
     assert line.startswith(f"apikey-operator: cannot connect to the Kubernetes API server at "
                            f"{server} ("), line
+    assert line.endswith(": ConnectError: connection refused)"), line
     unknown_context = cli(*verb, "--kubeconfig", str(config), "--context", "prod")
     assert unknown_context.returncode == 2
     assert one_line(unknown_context) == (f"apikey-operator: context 'prod' not found in "
@@ -68,7 +69,7 @@ def test_run_refuses_to_start_without_a_reachable_server(tmp_path: pathlib.Path)
     assert result.returncode == 2
     assert one_line(result) == (
         f"apikey-operator: cannot connect to the Kubernetes API server at {server} "
-        "(reading RotationPolicy apikey-operator-preflight: ConnectError)")
+        "(reading RotationPolicy apikey-operator-preflight: ConnectError: connection refused)")
 
 
 def test_unknown_keys_malformed_names_and_fingerprints(cluster: LocalCluster) -> None:
