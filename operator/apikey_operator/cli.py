@@ -350,7 +350,10 @@ async def _status(session: Session, args: argparse.Namespace) -> int:
         item = await session.kube.get_apikey(namespace, name)
         if item is None:
             raise CliError(f"ApiKey {namespace}/{name} not found")
-        events = await session.kube.list_events(namespace, "ApiKey", name)
+        uid = item["metadata"].get("uid")
+        # Not the Events of an earlier ApiKey that had the same name.
+        events = [e for e in await session.kube.list_events(namespace, "ApiKey", name)
+                  if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
         print(format_status_detail(item, events, now))
         return EXIT_OK
     items = await _listed(session, args)
