@@ -271,6 +271,12 @@ def _with_session(args: argparse.Namespace,
         raise CliError(str(exc)) from None
     except OSError as exc:  # e.g. the kubeconfig names a CA file that does not exist
         raise CliError(f"cannot connect to {session.target.server}: {exc}") from None
+    except Exception as exc:
+        if os.environ.get("APIKEY_OPERATOR_DEBUG"):
+            raise
+        # A bug, or a failure no branch above names: still one line, and the way to see more.
+        raise CliError(f"unexpected {type(exc).__name__}: {exc} (set APIKEY_OPERATOR_DEBUG=1 "
+                       "for the traceback)") from None
 
 
 def _unreachable(server: str, exc: Exception) -> str:
