@@ -271,6 +271,8 @@ def _with_session(args: argparse.Namespace,
         raise CliError(str(exc)) from None
     except OSError as exc:  # e.g. the kubeconfig names a CA file that does not exist
         raise CliError(f"cannot connect to {session.target.server}: {exc}") from None
+    except CliError:
+        raise
     except Exception as exc:
         if os.environ.get("APIKEY_OPERATOR_DEBUG"):
             raise
