@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx2 as httpx
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
+from lightkube import AsyncClient, KubeConfig, operators
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Event, Namespace, Secret
 from lightkube.types import PatchType
 
 from apikey_operator.spec import GROUP, VERSION
@@ -26,7 +30,9 @@ FIELD_MANAGER = "apikey-operator"
 T = TypeVar("T")
 
 ApiKeyResource = create_namespaced_resource(GROUP, VERSION, "ApiKey", "apikeys")
-PolicyResource = create_global_resource(GROUP, VERSION, "RotationPolicy", "rotationpolicies")
+RotationPolicyResource = create_global_resource(GROUP, VERSION, "RotationPolicy",
+                                                "rotationpolicies")
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _WORKLOADS = {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}
 
 
@@ -153,7 +159,7 @@ class KubeClient:
         """Set the given status fields on the RotationPolicy with this uid only (as for an
         ApiKey: a policy created again under the same name is another object)."""
         await self._call(f"updating status of RotationPolicy {name}",
-                         self.client.patch(PolicyResource.Status, name=name,
+                         self.client.patch(RotationPolicyResource.Status, name=name,
                                            obj=status_patch(status, uid, has_status),
                                            patch_type=PatchType.JSON))
 
@@ -170,12 +176,50 @@ class KubeClient:
                                missing_ok=True)
         return None if obj is None else _as_dict(obj)
 
-    async def list_apikeys(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_apikeys(self, namespace: str | None = None,
+                           selector: str | None = None) -> list[dict[str, Any]]:
+        """Every ApiKey (in `namespace`, or all), optionally matching a kubectl label selector."""
+        return await self._list(ApiKeyResource, "listing ApiKeys", namespace=namespace or "*",
+                                selector=selector)
+
+    async def _list(self, resource: Any, what: str, *, namespace: str | None = None,
+                    selector: str | None = None,
+                    fields: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        # lightkube builds selectors from pairs; an `exists` operator encodes as its bare key,
+        # which passes a kubectl-style selector string through to the server unchanged.
+        labels = {selector: operators.exists()} if selector else None
+        kwargs: dict[str, Any] = {"labels": labels, "fields": dict(fields) if fields else None}
+        if namespace is not None:
+            kwargs["namespace"] = namespace
         try:
-            return [_as_dict(obj) async for obj in self.client.list(
-                ApiKeyResource, namespace=namespace if namespace else "*")]
+            return [_as_dict(obj) async for obj in self.client.list(resource, **kwargs)]
         except (ApiError, httpx.HTTPError) as exc:
-            raise _map_error(exc, "listing ApiKeys") from None
+            raise _map_error(exc, what) from None
+
+    async def get_rotationpolicy(self, name: str) -> dict[str, Any] | None:
+        obj = await self._call(f"reading RotationPolicy {name}",
+                               self.client.get(RotationPolicyResource, name=name),
+                               missing_ok=True)
+        return None if obj is None else _as_dict(obj)
+
+    async def list_rotationpolicies(self) -> list[dict[str, Any]]:
+        return await self._list(RotationPolicyResource, "listing RotationPolicies")
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        obj = await self._call(f"reading Namespace {name}",
+                               self.client.get(Namespace, name=name), missing_ok=True)
+        return None if obj is None else _as_dict(obj)
+
+    async def list_secrets(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return await self._list(Secret, "listing Secrets", namespace=namespace or "*")
+
+    async def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """The core/v1 Events whose involvedObject is this object, oldest first."""
+        events = await self._list(Event, f"listing Events of {kind} {namespace}/{name}",
+                                  namespace=namespace,
+                                  fields={"involvedObject.kind": kind,
+                                          "involvedObject.name": name})
+        return sorted(events, key=event_time)
 
     async def restart_workload(self, kind: str, namespace: str, name: str,
                                annotations: Mapping[str, str]) -> bool:
@@ -238,3 +282,83 @@ def secret_body(
     body["data"] = encode_data(data)
     body.pop("stringData", None)
     return body
+
+
+def event_time(event: Mapping[str, Any]) -> str:
+    """An Event's latest time as RFC 3339 text (lastTimestamp, eventTime, or creation)."""
+    meta = event.get("metadata") or {}
+    return str(event.get("lastTimestamp") or event.get("eventTime")
+               or meta.get("creationTimestamp") or "")
+
+
+class KubeConfigError(KubeError):
+    """No usable client configuration: the message names the file or the missing context."""
+
+
+@dataclass(frozen=True)
+class ClientTarget:
+    """Where a command-line client connects: the chosen context of a kubeconfig, or the
+    in-cluster service account."""
+
+    config: SingleConfig
+    source: str  # the kubeconfig path, or "in-cluster"
+
+    @property
+    def server(self) -> str:
+        return str(self.config.cluster.server)
+
+    @property
+    def namespace(self) -> str:
+        return self.config.namespace
+
+    @property
+    def context(self) -> str:
+        return self.config.context_name
+
+
+def load_target(kubeconfig: str | None = None, context: str | None = None) -> ClientTarget:
+    """Resolve the configuration like kubectl: `kubeconfig`, else $KUBECONFIG (its first
+    existing entry), else in-cluster, else ~/.kube/config; raise KubeConfigError naming what
+    is missing."""
+    path: str | None = kubeconfig
+    if path is None:
+        entries = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+        if entries:
+            path = next((p for p in entries if Path(p).expanduser().is_file()), entries[0])
+        elif os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+            try:
+                account = KubeConfig.from_service_account(SERVICE_ACCOUNT_DIR)
+                return ClientTarget(cast(SingleConfig, account.get()), "in-cluster")
+            except (ConfigError, OSError, KeyError):
+                pass
+        if path is None:
+            path = str(Path("~/.kube/config").expanduser())
+            if not Path(path).is_file():
+                raise KubeConfigError(
+                    f"no kubeconfig: {path} does not exist, KUBECONFIG is not set and this is "
+                    "not a pod (pass --kubeconfig)")
+    expanded = Path(path).expanduser()
+    if not expanded.is_file():
+        raise KubeConfigError(f"kubeconfig {path} does not exist")
+    try:
+        config = KubeConfig.from_file(expanded)
+        if context is not None and context not in config.contexts:
+            raise KubeConfigError(f"context {context!r} not found in kubeconfig {path}")
+        chosen = config.get(context)
+    except KubeConfigError:
+        raise
+    except (ConfigError, KeyError, TypeError, AttributeError, OSError, ValueError) as exc:
+        detail = f": {exc}" if isinstance(exc, ConfigError) else f" ({type(exc).__name__})"
+        raise KubeConfigError(f"kubeconfig {path} is not usable{detail}") from None
+    except Exception as exc:  # yaml.YAMLError and anything the parser raises
+        raise KubeConfigError(f"kubeconfig {path} is not valid YAML ({type(exc).__name__})"
+                              ) from None
+    if chosen is None:
+        raise KubeConfigError(f"kubeconfig {path} has no current context (pass --context)")
+    return ClientTarget(chosen, str(path))
+
+
+def client_for(target: ClientTarget, timeout: float = 15.0) -> KubeClient:
+    """A KubeClient connected to `target`."""
+    return KubeClient(AsyncClient(config=target.config, field_manager=FIELD_MANAGER,
+                                  timeout=httpx.Timeout(timeout)))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,45 @@ RECONCILE_DURATION = Histogram(
     "apikey_reconcile_duration_seconds", "Time to reconcile one ApiKey",
     registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+REVOCATION_DURATION = Histogram(
+    "apikey_revocation_duration_seconds",
+    "Time from a revoke request (the annotation's timestamp) to the old key revoked in the store",
+    registry=REGISTRY, buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+)
+POLICY_FINDINGS = Gauge(
+    "apikey_policy_findings", "Compliance findings of an ApiKey (1 while the finding holds)",
+    ["namespace", "name", "code"], registry=REGISTRY,
+)
+
+
+def observe_revocation(requested: str, revoked_at: datetime) -> None:
+    """Record a revoke's duration when the annotation value is a timestamp (as the command
+    line writes it); a hand-written value such as "now" says nothing about when, so none."""
+    try:
+        at = datetime.fromisoformat(requested.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    if at.tzinfo is None:
+        return
+    seconds = (revoked_at - at).total_seconds()
+    if 0 <= seconds < 86400:
+        REVOCATION_DURATION.observe(seconds)
+
+
+def set_findings(namespace: str, name: str, codes: Iterable[str]) -> None:
+    """Make this key's apikey_policy_findings series exactly `codes` (see audit.findings_for)."""
+    wanted = set(codes)
+    for code in _finding_codes(namespace, name) - wanted:
+        POLICY_FINDINGS.remove(namespace, name, code)
+    for code in wanted:
+        POLICY_FINDINGS.labels(namespace, name, code).set(1)
+
+
+def _finding_codes(namespace: str, name: str) -> set[str]:
+    return {sample.labels["code"] for family in POLICY_FINDINGS.collect()
+            for sample in family.samples
+            if sample.labels.get("namespace") == namespace and sample.labels.get("name") == name}
 
 
 class _KeyTimes(Collector):
@@ -72,6 +111,7 @@ def forget_key(namespace: str, name: str) -> None:
     """Drop every series of a deleted ApiKey: per-key label sets must not outlive their key,
     or a cluster that churns keys grows its metrics without bound."""
     observe_key(namespace, name, None, None)
+    set_findings(namespace, name, ())
     for counter in (ROTATIONS, REVOCATIONS):
         names = counter._labelnames
         children = {tuple(sample.labels[label] for label in names)

@@ -73,22 +73,22 @@ def test_cli_rotate_revoke_and_status(cluster: LocalCluster) -> None:
                      ["currentKey"]["version"] == 3, what="the revoke")
     cluster.wait_for(lambda: set(cluster.secret_data("payments", "billing")) == {"api-key"},
                      what="the old keys to be gone")
-    status = run(exe, "status", kubeconfig=cluster.kubeconfig)
+    status = run(exe, "status", "-A", kubeconfig=cluster.kubeconfig)
     assert status.returncode == 0, status.stderr
     header, row = status.stdout.splitlines()[:2]
-    assert header.split()[:4] == ["NAMESPACE", "NAME", "STORE", "VERSION"]
-    assert row.split()[:4] == ["payments", "billing", "kubernetes", "3"]
-    assert row.split()[-1] == "True/Provisioned"
+    assert header.split()[:6] == ["NAMESPACE", "NAME", "READY", "REASON", "STORE", "VERSION"]
+    assert row.split()[:6] == ["payments", "billing", "True", "Provisioned", "kubernetes", "3"]
 
 
-def test_cli_errors_are_one_line_with_exit_1(cluster: LocalCluster) -> None:
+def test_cli_errors_are_one_line_with_exit_2(cluster: LocalCluster) -> None:
+    """More failure cases, and every other verb, are in tests/cli."""
     exe = str(BIN / "apikey-operator")
     missing = run(exe, "rotate", "payments/nope", kubeconfig=cluster.kubeconfig)
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert missing.stderr.strip() == "apikey-operator: ApiKey payments/nope not found"
-    malformed = run(exe, "revoke", "just-a-name", kubeconfig=cluster.kubeconfig)
-    assert malformed.returncode == 1
-    assert len(malformed.stderr.strip().splitlines()) == 1
+    bare = run(exe, "revoke", "just-a-name", kubeconfig=cluster.kubeconfig)
+    assert bare.returncode == 2
+    assert bare.stderr.strip() == "apikey-operator: ApiKey default/just-a-name not found"
 
 
 def test_run_refuses_a_bad_config_with_one_line_per_problem(tmp_path: pathlib.Path) -> None:

@@ -33,6 +33,12 @@ def _parser(prog: str) -> _Parser:
     parser = _Parser(
         prog=prog,
         description="Find leaked apikey-operator keys (prefixed, checksum-verified) in files.",
+        epilog=(
+            "With --revoke, each live key found is also revoked and timed "
+            "(see: apikey-operator scan --revoke --help)."
+            if prog == "apikey-operator scan"
+            else None
+        ),
     )
     parser.add_argument(
         "paths", nargs="*", metavar="PATH", help="files or directories (default: .)"

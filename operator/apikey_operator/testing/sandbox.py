@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from apikey_operator.cli import format_status_table
+from apikey_operator.presentation import format_status_table
 from apikey_operator.testing.controlplane import ControlPlane
 from apikey_operator.testing.harness import APIKEYS, LocalCluster, default_crd_dir
 
