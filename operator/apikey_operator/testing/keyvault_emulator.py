@@ -24,13 +24,15 @@ semantics the store relies on, as Azure documents them:
   403 Forbidden until turned off).
 
 Usage: ``python -m apikey_operator.testing.keyvault_emulator --port P
---identity-port Q --cert CERT --key KEY``. Everything is kept in memory.
+--identity-port Q --cert CERT --key KEY --token-secret S``. Everything is kept in memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -71,7 +73,10 @@ class Vault:
         self.lock = threading.Lock()
         # Key Vault names are case-insensitive: keyed by the lower-case name.
         self.secrets: dict[str, tuple[str, _Secret]] = {}
-        self.tokens: set[str] = set()
+        # Tokens are "<nonce>.<HMAC of the nonce>": every emulator started with the same
+        # --token-secret accepts the tokens any of them issued, as Entra ID tokens are
+        # accepted by every vault (one identity endpoint serves several vaults).
+        self.token_secret = b""
         self.fail_status = 0
         self.fail_count = 0
         self.fail_retry_after = 0
@@ -138,7 +143,7 @@ def make_handler(vault: Vault, base_url: str) -> type[BaseHTTPRequestHandler]:
             with vault.lock:
                 vault.requests += 1
                 token = auth.removeprefix("Bearer ").strip()
-                if not auth.startswith("Bearer ") or token not in vault.tokens:
+                if not auth.startswith("Bearer ") or not _valid_token(vault, token):
                     self._send(401, _error("Unauthorized", "AKV10000: Request is missing a "
                                            "Bearer or PoP token."), {
                         "WWW-Authenticate": (
@@ -264,6 +269,18 @@ def make_handler(vault: Vault, base_url: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _issue_token(vault: Vault) -> str:
+    nonce = secrets.token_urlsafe(18)
+    mac = hmac.new(vault.token_secret, nonce.encode(), hashlib.sha256).hexdigest()
+    return f"{nonce}.{mac}"
+
+
+def _valid_token(vault: Vault, token: str) -> bool:
+    nonce, _, mac = token.partition(".")
+    expected = hmac.new(vault.token_secret, nonce.encode(), hashlib.sha256).hexdigest()
+    return bool(nonce) and hmac.compare_digest(mac, expected)
+
+
 def make_identity_handler(vault: Vault) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -288,9 +305,7 @@ def make_identity_handler(vault: Vault) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
                 self._send(401, {"error": "invalid identity header"})
                 return
-            token = secrets.token_urlsafe(24)
-            with vault.lock:
-                vault.tokens.add(token)
+            token = _issue_token(vault)
             resource = (query.get("resource") or [""])[0]
             self._send(200, {"access_token": token, "expires_on": str(int(time.time()) + 3600),
                              "resource": resource, "token_type": "Bearer"})
@@ -306,8 +321,6 @@ def make_identity_handler(vault: Vault) -> type[BaseHTTPRequestHandler]:
                     vault.fail_retry_after = int(body.get("retryAfter", 0))
                 elif path == "/control/deny":
                     vault.deny = bool(body.get("deny", True))
-                elif path == "/control/revoke-tokens":
-                    vault.tokens.clear()
                 else:
                     self._send(404, {"error": "unknown control"})
                     return
@@ -324,8 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity-port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--token-secret", required=True)
     args = parser.parse_args(argv)
     vault = Vault()
+    vault.token_secret = args.token_secret.encode()
     base_url = f"https://{args.host}:{args.port}"
     server = ThreadingHTTPServer((args.host, args.port), make_handler(vault, base_url))
     server.daemon_threads = True

@@ -660,10 +660,16 @@ class MotoServer:
         return status == 200
 
 
+# Shared by every emulator this process starts: a token from any one's identity endpoint
+# is accepted by all of them, so one DefaultAzureCredential serves several test vaults.
+_KEYVAULT_TOKEN_SECRET = secrets.token_hex(16)
+
+
 class KeyVaultServer:
     """The Key Vault emulator on 127.0.0.1: `vault_url` (https, CA in `ca_file`) and a
     managed-identity endpoint (`identity_env()` gives the variables that make
-    azure-identity's DefaultAzureCredential use it)."""
+    azure-identity's DefaultAzureCredential use it; its tokens are good for every
+    emulator started by this process)."""
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
         self.port = port or free_port()
@@ -685,7 +691,7 @@ class KeyVaultServer:
         self._process.spawn([
             sys.executable, "-m", "apikey_operator.testing.keyvault_emulator",
             "--port", str(self.port), "--identity-port", str(self.identity_port),
-            "--cert", self._cert, "--key", self._key,
+            "--cert", self._cert, "--key", self._key, "--token-secret", _KEYVAULT_TOKEN_SECRET,
         ])
         _wait("Key Vault emulator", self._answers, self._process, self.startup_timeout)
         return self
