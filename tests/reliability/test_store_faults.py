@@ -1,7 +1,8 @@
 """Store faults: refused connections, timeouts, 5xx, throttling, a sealed OpenBao, a failing
 built-in store, on every store (Azure's 5xx and throttling come from a Key Vault emulator
-of their own, since no proxy can forge an answer inside TLS). Every fault gets a store of its own (its own proxy chain), so all of them
-run in one shared window and each is still reported on its own.
+of their own, since no proxy can forge an answer inside TLS). Every fault gets a store of
+its own (its own proxy chain), so all of them run in one shared window and each is still
+reported on its own.
 
 During the window each faulty key is asked to rotate. The operator must report
 `StoreUnavailable` on Ready (and a Warning Event), leave the consumer Secret
