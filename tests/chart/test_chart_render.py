@@ -36,6 +36,9 @@ HA_SHARDED: dict[str, Any] = {
             "auth": {"method": "kubernetes", "role": "apikey-operator"},
         },
         "aws": {"type": "aws-secrets-manager", "region": "eu-west-1", "namePrefix": "apikeys/"},
+        "azure": {"type": "azure-key-vault", "vaultUrl": "https://payments-kv.vault.azure.net",
+                  "namePrefix": "apikeys-", "auth": {"method": "default"},
+                  "purgeOnDelete": False, "caFile": None},
     },
     "serviceAccount": {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/apikeys"}
@@ -328,6 +331,12 @@ def test_metrics_service_monitor_and_alerts(render: Render) -> None:
         {"stores": {"kubernetes": {"type": "etcd"}}},
         {"stores": {"vault": {"type": "vault"}}},
         {"stores": {"aws": {"type": "aws-secrets-manager"}}},
+        {"stores": {"azure": {"type": "azure-key-vault"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "http://kv.example"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "https://kv.example",
+                              "namePrefix": "keys/"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "https://kv.example",
+                              "auth": {"method": "client-secret", "tenantId": "t"}}}},
         {"metrics": {"port": 80}},
         {"generators": {"vendor": {"type": "ftp"}}},
         {"unknownKey": True},
