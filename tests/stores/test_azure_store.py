@@ -325,3 +325,24 @@ def test_a_valid_config_builds_a_store_whose_ref_names_host_and_secret() -> None
     assert isinstance(store, AzureKeyVaultStore)
     assert store.location(new_ref("payments", "billing.v2")) == (
         "azure:payments-kv.vault.azure.net/apikeys-payments-sbilling-dv2")
+
+
+@pytest.mark.integration
+async def test_a_pending_write_that_landed_twice_is_promoted_once(
+    store_backend_azure: AzureBackend,
+) -> None:
+    store, ref = store_backend_azure.make_store(), new_ref()
+    first = await store.write_pending(ref, new_doc(1))
+    client = store_backend_azure.client()
+    name = store_backend_azure.secret_name(ref)
+    (written,) = list(client.list_properties_of_secret_versions(name))
+    # The same PUT arriving a second time (its first answer lost): an identical version.
+    client.set_secret(name, client.get_secret(name, written.version).value,
+                      tags=written.tags, content_type=written.content_type)
+
+    await store.promote(ref, first.version, GRACE_END)
+
+    state = await store.read(ref)
+    assert (state.current, state.pending, state.previous) == (first, None, None)
+    second = await store.write_pending(ref, new_doc(state.next_version()))
+    assert second.version > first.version and second.key != first.key

@@ -326,6 +326,11 @@ def _pointers(versions: list[_Version]) -> _Pointers:
         return max(found, key=lambda v: v.number or 0, default=None)
 
     current, previous, pending = staged(CURRENT), staged(PREVIOUS), staged(PENDING)
+    # A pending version numbered like a promoted one is the twin of a write that landed
+    # twice (a retried request whose first answer was lost): its promotion already happened.
+    promoted = max((v.number or 0 for v in (current, previous) if v is not None), default=0)
+    if pending is not None and (pending.number or 0) <= promoted:
+        pending = None
     if current is None and previous is not None and pending is not None:
         return _Pointers(current=None, previous=previous, pending=pending, unfinished=True)
     return _Pointers(current=current, previous=previous, pending=pending)
@@ -442,6 +447,9 @@ class AzureKeyVaultStore(BlockingStore):
             json.dumps({"key": stored.key, "document": stored.to_json()}),
             tags=tags,
             content_type=CONTENT_TYPE,
+            # Never resent by the SDK: a PUT that landed but lost its answer would add a
+            # second version (the next attempt lists the versions and finds this one).
+            retry_total=0,
         )
         return stored
 
