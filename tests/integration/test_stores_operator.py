@@ -17,7 +17,8 @@ from apikey_operator.client import (
     VaultSource,
 )
 from apikey_operator.stores.azure import secret_name
-from apikey_operator.testing.harness import LocalCluster
+from apikey_operator.stores.base import KeyRef
+from apikey_operator.testing.harness import APIKEYS, LocalCluster
 from tests.integration.helpers import apikey
 from tests.support.fixtures_stores import (  # noqa: F401 (fixtures)
     aws_test_credentials,
@@ -144,6 +145,30 @@ def test_a_store_outage_is_reported_the_secret_kept_and_recovery_is_automatic(
     after = cluster.secret_data("payments", "billing")
     assert after["api-key-previous"] == before["api-key"]
     assert read_current("payments", "billing") == after["api-key"]
+
+
+def test_delete_removes_the_store_entry_and_retain_keeps_it(
+    store_cluster: LocalCluster, store_under_test: tuple[str, Any, StoreReader]
+) -> None:
+    store_name, backend, read_current = store_under_test
+    cluster = store_cluster
+    cluster.apply(apikey("gone", store=store_name, deletionPolicy="Delete"))
+    cluster.apply(apikey("kept", store=store_name, deletionPolicy="Retain"))
+    cluster.wait_ready("payments", "gone")
+    cluster.wait_ready("payments", "kept")
+    refs = {name: KeyRef("payments", name, cluster.apikey("payments", name)["metadata"]["uid"])
+            for name in ("gone", "kept")}
+    kept_key = cluster.secret_data("payments", "kept")["api-key"]
+    assert backend.snapshot(refs["gone"]) is not None
+
+    for name in refs:
+        cluster.api.delete_object(APIKEYS, "payments", name)
+    cluster.wait_for(lambda: all(cluster.apikey("payments", n) is None for n in refs),
+                     what="the deletions")
+
+    cluster.wait_for(lambda: backend.snapshot(refs["gone"]) is None, what="the entry deleted")
+    assert backend.snapshot(refs["kept"]) is not None
+    assert read_current("payments", "kept") == kept_key
 
 
 def _store_errors(store: str) -> float:
