@@ -381,7 +381,7 @@ def test_notes_describe_the_release(render: Render) -> None:
     assert sharded.startswith("apikey-operator 0.1.0 is installed in namespace apikey-operator.")
     assert "Watching: namespaces billing,payments\n" in sharded
     assert 'Mode:     3 replicas, kopf peering "apikey-operator" (one active)\n' in sharded
-    assert "Stores:   aws, kubernetes, vault\n" in sharded
+    assert "Stores:   aws, azure, kubernetes, vault\n" in sharded
     assert "rollout status deployment/apikey-operator" in sharded
     assert "did not install the CRDs" not in sharded
     minimal = render(MINIMAL)["notes"]
