@@ -178,3 +178,28 @@ def _store_errors(store: str) -> float:
             total += sum(s.value for s in family.samples
                          if s.labels.get("store") == store and s.name.endswith("_total"))
     return total
+
+
+def test_a_vault_that_forbids_the_operator_is_reported_as_such(
+    request: pytest.FixtureRequest,
+) -> None:
+    backend: AzureBackend = request.getfixturevalue("store_backend_azure")
+    keyvault_server = backend.server
+    with LocalCluster(stores={"azure": backend.config()}) as cluster:
+        keyvault_server.deny(True)
+        try:
+            cluster.apply(apikey("billing", store="azure"))
+            cond = cluster.wait_reason("payments", "billing", "RotationFailed", timeout=30)
+            warnings = cluster.wait_for(lambda: [
+                e for e in cluster.events("payments", "billing")
+                if e.get("type") == "Warning" and e.get("reason") == "RotationFailed"],
+                what="the RotationFailed Warning Event")
+        finally:
+            keyvault_server.deny(False)
+        assert cond["status"] == "False"
+        assert "denied" in cond["message"]
+        assert "secrets get, set, list and delete" in warnings[0]["message"]
+        # Once the role is granted, the key is provisioned without anybody's help.
+        cluster.wait_ready("payments", "billing", timeout=90)
+        cluster.stop_operator_thread()
+        assert cluster.leaks() == []
