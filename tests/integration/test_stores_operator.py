@@ -184,9 +184,9 @@ def test_a_vault_that_forbids_the_operator_is_reported_as_such(
     request: pytest.FixtureRequest,
 ) -> None:
     backend: AzureBackend = request.getfixturevalue("store_backend_azure")
-    keyvault_server = backend.server
+    server = backend.server
     with LocalCluster(stores={"azure": backend.config()}) as cluster:
-        keyvault_server.deny(True)
+        server.deny(True)
         try:
             cluster.apply(apikey("billing", store="azure"))
             cond = cluster.wait_reason("payments", "billing", "RotationFailed", timeout=30)
@@ -195,7 +195,7 @@ def test_a_vault_that_forbids_the_operator_is_reported_as_such(
                 if e.get("type") == "Warning" and e.get("reason") == "RotationFailed"],
                 what="the RotationFailed Warning Event")
         finally:
-            keyvault_server.deny(False)
+            server.deny(False)
         assert cond["status"] == "False"
         assert "denied" in cond["message"]
         assert "secrets get, set, list and delete" in warnings[0]["message"]
