@@ -162,7 +162,7 @@ class AwsSecretsManagerSource:
             raise ValueError("AwsSecretsManagerSource needs a secret_id like 'apikeys/<ns>/<name>'")
         self.client = client
         self.secret_id = secret_id
-        self.description = f"aws-secrets-manager:{secret_id}"
+        self.description = f"aws:{secret_id}"
 
     def read(self) -> str:
         response = self._get(AWS_CURRENT_STAGE)
