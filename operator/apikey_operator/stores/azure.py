@@ -40,6 +40,7 @@ import binascii
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import ssl
 import threading
@@ -77,8 +78,11 @@ from apikey_operator.stores.retry import (
     silence_sdk_body_logging,
 )
 
-# azure-core's HTTP logging policy prints bodies at DEBUG when asked: never let it.
-silence_sdk_body_logging(("azure.core.pipeline.policies.http_logging_policy",))
+# azure-core's HTTP logging policy prints bodies at DEBUG when asked: never let it, and
+# keep its INFO line per request (URL and headers) out of the operator's log as well.
+_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+silence_sdk_body_logging((_HTTP_LOGGER,))
+logging.getLogger(_HTTP_LOGGER).setLevel(logging.WARNING)
 
 TAG_MANAGED_BY = "managed-by"
 TAG_OWNER_UID = "owner-uid"
