@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The test harness (control plane, proxies, fake vendor) is for tests, not for the image.
 RUN rm -rf operator/apikey_operator/testing \
-    && pip wheel --wheel-dir /wheels ".[vault,aws]"
+    && pip wheel --wheel-dir /wheels ".[vault,aws,azure]"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="apikey-operator" \
@@ -23,7 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Install only from the wheels built above (no index), mounted so they leave no layer.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "$(ls /wheels/apikey_operator-*.whl)[vault,aws]" \
+    pip install --no-index --find-links=/wheels "$(ls /wheels/apikey_operator-*.whl)[vault,aws,azure]" \
     && groupadd --system --gid 10001 apikey \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin apikey

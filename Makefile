@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Go-built tools (kube-apiserver, kube-controller-manager, etcd, helm, prometheus, promtool),
-# pinned by the wrapper modules in tools/go/ and cached per version (see tools/build-go-tools).
+# pinned by the wrapper modules in tools/go/ and cached per version (see tools/build-go-tools);
+# the Lowkey Vault jar, download only, where the Maven registry serves it (tools/fetch-lowkey-vault).
 tools:
 	tools/build-go-tools
+	tools/fetch-lowkey-vault --optional
 
 control-plane:
 	tools/build-go-tools kubernetes etcd

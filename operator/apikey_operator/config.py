@@ -62,7 +62,8 @@ def load_config(path: str | None) -> tuple[dict[str, Mapping[str, Any]],
         raise ConfigError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}")
     problems: list[str] = []
     stores.update(_named_blocks(raw.get("stores"), "stores",
-                                "kubernetes, vault, aws-secrets-manager", problems))
+                                "kubernetes, vault, aws-secrets-manager, azure-key-vault",
+                                problems))
     generator_blocks = _named_blocks(raw.get("generators"), "generators", "webhook", problems)
     if problems:
         raise ConfigError("\n".join(problems))

@@ -36,6 +36,9 @@ HA_SHARDED: dict[str, Any] = {
             "auth": {"method": "kubernetes", "role": "apikey-operator"},
         },
         "aws": {"type": "aws-secrets-manager", "region": "eu-west-1", "namePrefix": "apikeys/"},
+        "azure": {"type": "azure-key-vault", "vaultUrl": "https://payments-kv.vault.azure.net",
+                  "namePrefix": "apikeys-", "auth": {"method": "default"},
+                  "purgeOnDelete": False, "caFile": None},
     },
     "serviceAccount": {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/apikeys"}
@@ -331,6 +334,12 @@ def test_metrics_service_monitor_and_alerts(render: Render) -> None:
         {"stores": {"kubernetes": {"type": "etcd"}}},
         {"stores": {"vault": {"type": "vault"}}},
         {"stores": {"aws": {"type": "aws-secrets-manager"}}},
+        {"stores": {"azure": {"type": "azure-key-vault"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "http://kv.example"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "https://kv.example",
+                              "namePrefix": "keys/"}}},
+        {"stores": {"azure": {"type": "azure-key-vault", "vaultUrl": "https://kv.example",
+                              "auth": {"method": "client-secret", "tenantId": "t"}}}},
         {"metrics": {"port": 80}},
         {"generators": {"vendor": {"type": "ftp"}}},
         {"unknownKey": True},
@@ -375,7 +384,7 @@ def test_notes_describe_the_release(render: Render) -> None:
     assert sharded.startswith("apikey-operator 0.1.0 is installed in namespace apikey-operator.")
     assert "Watching: namespaces billing,payments\n" in sharded
     assert 'Mode:     3 replicas, kopf peering "apikey-operator" (one active)\n' in sharded
-    assert "Stores:   aws, kubernetes, vault\n" in sharded
+    assert "Stores:   aws, azure, kubernetes, vault\n" in sharded
     assert "rollout status deployment/apikey-operator" in sharded
     assert "did not install the CRDs" not in sharded
     minimal = render(MINIMAL)["notes"]

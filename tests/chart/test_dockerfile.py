@@ -57,7 +57,7 @@ def test_multi_stage_pinned_non_root_with_the_console_script() -> None:
     stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.MULTILINE)
     assert stages == [("${PYTHON_IMAGE}", "builder"), ("${PYTHON_IMAGE}", "")]
     builder, final = text.split("\nFROM ${PYTHON_IMAGE}\n")
-    assert 'pip wheel --wheel-dir /wheels ".[vault,aws]"' in builder
+    assert 'pip wheel --wheel-dir /wheels ".[vault,aws,azure]"' in builder
     assert "--no-index" in final and "COPY operator" not in final
     assert re.search(r"^USER 10001:10001$", final, re.MULTILINE)
     assert 'ENTRYPOINT ["apikey-operator"]' in final

@@ -1,13 +1,14 @@
 """Shared servers and builders for the reliability suite (crashes, faults, tenancy, load).
 
-OpenBao and moto are started once per session; every test gets its own
-emulated API server and its own store path prefix, so tests never see each
-other's keys. Operator processes inherit dummy AWS credentials from the
-environment this module sets up.
+OpenBao, moto and the Key Vault emulator are started once per session; every
+test gets its own emulated API server and its own store path prefix, so tests
+never see each other's keys. Operator processes inherit dummy AWS credentials
+and the emulator's managed identity from the environment this module sets up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import secrets
@@ -19,11 +20,28 @@ from prometheus_client import generate_latest
 
 from apikey_operator import metrics
 from apikey_operator.testing.harness import LocalCluster
-from apikey_operator.testing.servers import MotoServer, OpenBaoServer
+from apikey_operator.testing.servers import KeyVaultServer, MotoServer, OpenBaoServer
 from tests.support.faults_contract import StoreProbe
 from tests.support.store_backends import AWS_TEST_CREDENTIALS, AWS_TEST_REGION
 
-STORE_KINDS = ("kubernetes", "vault", "aws")
+STORE_KINDS = ("kubernetes", "vault", "aws", "azure")
+
+
+@contextlib.contextmanager
+def environment(wanted: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """`wanted` set and `unset` removed in os.environ (child processes inherit them)."""
+    saved = {k: os.environ.get(k) for k in [*wanted, *unset]}
+    os.environ.update(wanted)
+    for key in unset:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +61,28 @@ def aws_environment() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def keyvault() -> Iterator[KeyVaultServer]:
+    """The Key Vault emulator, its managed identity in os.environ for DefaultAzureCredential
+    in this process and in operator child processes."""
+    with KeyVaultServer() as server, environment(
+        server.identity_env(),
+        unset=("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+               "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT"),
+    ):
+        yield server
+
+
+def azure_store_config(server: KeyVaultServer, unique: str, address: str | None = None,
+                       **extra: Any) -> dict[str, Any]:
+    """An azure-key-vault block for `server` (or a proxy to it at `address`, http://...)."""
+    host = address.split("://", 1)[1] if address else server.host
+    return {"type": "azure-key-vault", "vaultUrl": f"https://{host}",
+            "namePrefix": f"{unique}-", "caFile": server.ca_file,
+            "verifyChallengeResource": False, "purgeOnDelete": True,
+            "timeoutSeconds": 2, **extra}
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +125,9 @@ def store_config_for(request: pytest.FixtureRequest, kind: str, address: str | N
                        "namePrefix": f"apikeys/{unique}/",
                        "endpointUrl": address or moto_server.endpoint_url,
                        "timeoutSeconds": 2, **extra}
+    if kind == "azure":
+        keyvault: KeyVaultServer = request.getfixturevalue("keyvault")
+        return "azure", azure_store_config(keyvault, unique, address, **extra)
     raise ValueError(f"unknown store kind {kind!r}")
 
 

@@ -1,6 +1,8 @@
 """Store faults: refused connections, timeouts, 5xx, throttling, a sealed OpenBao, a failing
-built-in store. Every fault gets a store of its own (its own proxy chain), so all of them
-run in one shared window and each is still reported on its own.
+built-in store, on every store (Azure's 5xx and throttling come from a Key Vault emulator
+of their own, since no proxy can forge an answer inside TLS). Every fault gets a store of
+its own (its own proxy chain), so all of them run in one shared window and each is still
+reported on its own.
 
 During the window each faulty key is asked to rotate. The operator must report
 `StoreUnavailable` on Ready (and a Warning Event), leave the consumer Secret
@@ -21,9 +23,9 @@ import pytest
 
 from apikey_operator import metrics
 from apikey_operator.testing.harness import LocalCluster
-from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
+from apikey_operator.testing.servers import KeyVaultServer, MotoServer, OpenBaoServer, TcpProxy
 from tests.integration.helpers import apikey
-from tests.reliability.conftest import store_config_for
+from tests.reliability.conftest import azure_store_config, store_config_for
 from tests.support.faults_contract import (
     Expectation,
     StoreProbe,
@@ -50,6 +52,7 @@ HTTP_FAULTS: dict[str, HttpFault] = {"vault-500": VAULT_500, "vault-429": VAULT_
                                      "aws-500": AWS_500, "aws-throttle": AWS_THROTTLE}
 MODES = ("vault-refuse", "vault-hang", "vault-500", "vault-429", "vault-sealed",
          "aws-refuse", "aws-hang", "aws-500", "aws-throttle",
+         "azure-refuse", "azure-hang", "azure-500", "azure-throttle",
          "kubernetes-500", "kubernetes-429")
 
 
@@ -94,10 +97,21 @@ def outage(request: pytest.FixtureRequest) -> Iterator[OutageRun]:
         tcp: dict[str, TcpProxy] = {}
         http: dict[str, FaultHttpProxy] = {}
         cases: dict[str, FaultCase] = {}
+        # One emulator per answering fault: its fault switch is server-wide.
+        answering: dict[str, KeyVaultServer] = {}
         for mode in MODES:
             kind = mode.split("-", 1)[0]
             if kind == "kubernetes":
                 cases[mode] = FaultCase(mode, "kubernetes", f"k-{mode}")
+                continue
+            if kind == "azure":
+                keyvault: KeyVaultServer = request.getfixturevalue("keyvault")
+                if mode in ("azure-500", "azure-throttle"):
+                    keyvault = answering[mode] = stack.enter_context(KeyVaultServer())
+                tcp[mode] = stack.enter_context(TcpProxy(keyvault.port))
+                stores[mode] = azure_store_config(keyvault, f"f{len(stores)}",
+                                                  tcp[mode].address)
+                cases[mode] = FaultCase(mode, mode, f"k-{mode}")
                 continue
             port = bao.port if kind == "vault" else moto.port
             http[mode] = stack.enter_context(FaultHttpProxy(port))
@@ -124,6 +138,9 @@ def outage(request: pytest.FixtureRequest) -> Iterator[OutageRun]:
                 tcp[mode].set_mode("hang")
             elif mode in HTTP_FAULTS:
                 http[mode].fault = HTTP_FAULTS[mode]
+            elif mode in answering:
+                status, retry = (500, 0) if mode.endswith("500") else (429, 2)
+                answering[mode].fail_next(status, count=1_000_000, retry_after=retry)
             elif mode == "vault-sealed":
                 bao.seal()
                 sealed = True
@@ -170,6 +187,8 @@ def outage(request: pytest.FixtureRequest) -> Iterator[OutageRun]:
                 proxy.set_mode("forward")
             for proxy in http.values():
                 proxy.fault = None
+            for server in answering.values():
+                server.fail_next(500, count=0)
             for fault in injected:
                 cluster.api.traffic.remove(fault)
             if sealed:

@@ -16,13 +16,16 @@ from apikey_operator.keys import KeyFormat, generate
 from apikey_operator.stores.base import KeyRef, VersionDocument
 from tests.support.fixtures_stores import (  # noqa: F401 (fixtures)
     aws_test_credentials,
+    azure_test_identity,
     counting_store,
+    keyvault_server,
     make_store,
     moto_server,
     openbao_server,
     openbao_token_file,
     store_backend,
     store_backend_aws,
+    store_backend_azure,
     store_backend_vault,
 )
 from tests.support.store_backend_kubernetes import (  # noqa: F401 (fixture)
@@ -30,7 +33,7 @@ from tests.support.store_backend_kubernetes import (  # noqa: F401 (fixture)
 )
 from tests.support.store_backends import StoreBackend
 
-STORE_BACKENDS = ["kubernetes", "vault", "aws"]
+STORE_BACKENDS = ["kubernetes", "vault", "aws", "azure"]
 
 
 @pytest.fixture(params=STORE_BACKENDS)

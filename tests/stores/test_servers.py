@@ -96,3 +96,47 @@ def test_the_proxy_forwards_refuses_and_hangs(moto_server: MotoServer) -> None:
         with proxy.outage("hang"):
             assert _http_status(proxy.port, timeout=0.5) == "timeout"
         assert _http_status(proxy.port) == "200"
+
+
+def test_the_key_vault_emulator_restarts_empty_on_the_same_ports_and_is_cleaned_up() -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from apikey_operator.testing.servers import KeyVaultServer
+    from tests.support.store_backends import azure_secret_client
+
+    server = KeyVaultServer().start()
+    workdir = server.workdir
+    try:
+        client = azure_secret_client(server)
+        client.set_secret("launcher-probe", "x")
+        assert client.get_secret("launcher-probe").value == "x"
+        server.stop()
+        assert not server.running
+        server.start()
+        with pytest.raises(ResourceNotFoundError):
+            client.get_secret("launcher-probe")
+    finally:
+        server.close()
+    assert not server.running and not workdir.exists()
+
+
+def test_the_key_vault_emulator_answers_faults_then_recovers() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from apikey_operator.testing.servers import KeyVaultServer
+    from tests.support.store_backends import azure_secret_client
+
+    with KeyVaultServer() as server:
+        client = azure_secret_client(server)
+        client.set_secret("fault-probe", "x")
+        server.fail_next(429, count=1, retry_after=3)
+        with pytest.raises(HttpResponseError) as throttled:
+            client.get_secret("fault-probe", retry_total=0)
+        assert throttled.value.status_code == 429
+        assert throttled.value.response.headers["Retry-After"] == "3"
+        server.deny(True)
+        with pytest.raises(HttpResponseError) as denied:
+            client.get_secret("fault-probe")
+        assert denied.value.status_code == 403
+        server.deny(False)
+        assert client.get_secret("fault-probe").value == "x"

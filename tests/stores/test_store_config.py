@@ -192,10 +192,14 @@ def aws_store(**fields: Any) -> AwsSecretsManagerStore:
 def test_locations_follow_the_documented_layouts(token_file: Path) -> None:
     ref = KeyRef("payments", "billing-client", "uid")
 
-    # storeRef starts with the store's name in the operator config ("corp" here).
-    assert vault_store(token_file).location(ref) == "corp:secret/apikeys/payments/billing-client"
+    # storeRef starts with the store's type, not its name in the operator config ("corp"
+    # here), so that a consumer can build a source from it.
+    assert vault_store(token_file).location(ref) == "vault:secret/apikeys/payments/billing-client"
     assert vault_store(token_file, mount="kv", pathPrefix="teams/keys").location(ref) == (
-        "corp:kv/teams/keys/payments/billing-client")
+        "vault:kv/teams/keys/payments/billing-client")
+    assert vault_store(token_file, mount="team/kv").location(ref) == (
+        "vault:team/kv/apikeys/payments/billing-client?mount=team/kv")
+    assert aws_store().location(ref) == "aws:apikeys/payments/billing-client?region=eu-west-1"
     assert aws_store().secret_name(ref) == "apikeys/payments/billing-client"
     assert aws_store(namePrefix="prod-").secret_name(ref) == "prod-payments/billing-client"
 

@@ -374,8 +374,12 @@ async def test_any_name_the_api_server_allows_gets_its_own_entry(
 
     written = await provision(store, ref)
 
-    location = store.location(ref)
-    assert "ns-1" in location and location.endswith(name)
+    location = store.location(ref).split("?", 1)[0]  # aws: adds ?region=
+    entry_name = getattr(backend, "entry_name", None)
+    if entry_name is None:
+        assert "ns-1" in location and location.endswith(name)
+    else:  # a backend that maps names onto a narrower alphabet names the mapped entry
+        assert location.endswith(entry_name(ref))
     assert (await store.read(ref)).current == written
 
 
@@ -474,21 +478,27 @@ async def test_no_key_reaches_a_log_or_an_error_even_at_debug(
 async def test_a_store_answering_try_later_is_unavailable_then_recovers(
     backend: StoreBackend, kind: str
 ) -> None:
+    # A TLS backend cannot get a forged answer from the proxy: its server answers itself.
+    server_answers = getattr(backend, "answering", None)
     answer = getattr(backend, "unavailable_answers", {}).get(kind)
-    if backend.proxy is None or answer is None:
+    if server_answers is not None and kind in backend.answer_kinds:  # type: ignore[attr-defined]
+        answering = server_answers(kind)
+    elif backend.proxy is not None and answer is not None:
+        answering = backend.proxy.answering(answer)
+    else:
         pytest.skip(f"{backend.name} cannot be made to answer {kind!r} here")
     store, ref = backend.make_store(), new_ref()
     current = await provision(store, ref)
     pending = await store.write_pending(ref, new_doc(2))
     before = backend.snapshot(ref)
 
-    with backend.proxy.answering(answer):
+    with answering as answered:
         for step in (store.read(ref), store.promote(ref, pending.version, GRACE_END)):
             with pytest.raises(StoreUnavailable) as caught:
                 await step
             if kind == "throttled":
                 assert caught.value.retry_after
-    assert backend.proxy.answered >= 2
+    assert (answered() if callable(answered) else backend.proxy.answered) >= 2  # type: ignore[union-attr]
 
     assert backend.snapshot(ref) == before
     await store.promote(ref, pending.version, GRACE_END)

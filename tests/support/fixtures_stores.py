@@ -4,7 +4,9 @@
 
 - ``openbao_server`` (session): a started dev `OpenBaoServer` (in-memory data);
 - ``moto_server`` (session): a started `MotoServer`;
-- ``store_backend_vault`` / ``store_backend_aws``: a `VaultBackend` / `AwsBackend` with
+- ``keyvault_server`` (session): a started `KeyVaultServer` (the Key Vault emulator);
+- ``store_backend_vault`` / ``store_backend_aws`` / ``store_backend_azure``: a
+  `VaultBackend` / `AwsBackend` / `AzureBackend` with
   a path prefix of its own (tests never see each other's entries) and a `TcpProxy`
   in front of the server for outages; stores made from it are closed after the test;
 - ``store_backend``: ``store_backend("vault")`` returns the ``store_backend_<name>``
@@ -24,11 +26,12 @@ import pytest
 import pytest_asyncio
 
 from apikey_operator.stores import Store
-from apikey_operator.testing.servers import MotoServer, OpenBaoServer, TcpProxy
+from apikey_operator.testing.servers import KeyVaultServer, MotoServer, OpenBaoServer, TcpProxy
 from tests.support.counting_store import CountingStore
 from tests.support.store_backends import (
     AWS_TEST_CREDENTIALS,
     AwsBackend,
+    AzureBackend,
     StoreBackend,
     VaultBackend,
 )
@@ -44,6 +47,22 @@ def openbao_server() -> Iterator[OpenBaoServer]:
 def moto_server() -> Iterator[MotoServer]:
     with MotoServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def keyvault_server() -> Iterator[KeyVaultServer]:
+    with KeyVaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def azure_test_identity(keyvault_server: KeyVaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DefaultAzureCredential finds the emulator's managed identity, and nothing else."""
+    for name, value in keyvault_server.identity_env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                 "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -82,6 +101,18 @@ async def store_backend_aws(
 ) -> AsyncIterator[AwsBackend]:
     with TcpProxy(moto_server.port) as proxy:
         backend = AwsBackend(moto_server, proxy)
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+
+@pytest_asyncio.fixture
+async def store_backend_azure(
+    keyvault_server: KeyVaultServer, azure_test_identity: None
+) -> AsyncIterator[AzureBackend]:
+    with TcpProxy(keyvault_server.port) as proxy:
+        backend = AzureBackend(keyvault_server, proxy)
         try:
             yield backend
         finally:

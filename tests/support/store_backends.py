@@ -10,8 +10,11 @@ class (or fixture) away.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +26,7 @@ from apikey_operator.testing.servers import (
     VAULT_INTERNAL_ERROR,
     VAULT_RATE_LIMITED,
     VAULT_SEALED,
+    KeyVaultServer,
     MotoServer,
     OpenBaoServer,
     TcpProxy,
@@ -256,3 +260,110 @@ class AwsBackend(_BackendBase):
             SecretId=self.secret_name(ref), IncludeDeprecated=True
         )
         return {v["VersionId"]: sorted(v.get("VersionStages", [])) for v in listed["Versions"]}
+
+
+class AzureBackend(_BackendBase):
+    """The Key Vault emulator behind a proxy; every backend object gets its own namePrefix.
+
+    Stores authenticate with DefaultAzureCredential through the emulator's managed
+    identity: set its `identity_env()` (the `store_backend_azure` fixture does).
+    Throttling and 5xx are the emulator's own answers (`server.fail_next`): the proxy
+    cannot forge a response inside TLS.
+    """
+
+    name = "azure"
+    store_type = "azure-key-vault"
+
+    def __init__(self, server: KeyVaultServer, proxy: TcpProxy | None) -> None:
+        super().__init__(proxy)
+        self.server = server
+        self.name_prefix = f"{unique_prefix()}-"
+        self._client: Any = None
+
+    def base_config(self) -> dict[str, Any]:
+        host = f"127.0.0.1:{self.proxy.port}" if self.proxy else self.server.host
+        return {
+            "vaultUrl": f"https://{host}",
+            "namePrefix": self.name_prefix,
+            "auth": {"method": "default"},
+            "caFile": self.server.ca_file,
+            "verifyChallengeResource": False,
+            "purgeOnDelete": True,
+            "timeoutSeconds": TEST_TIMEOUT_SECONDS,
+        }
+
+    def secret_name(self, ref: KeyRef) -> str:
+        from apikey_operator.stores.azure import secret_name
+
+        return secret_name(self.name_prefix, ref.namespace, ref.name)
+
+    def entry_name(self, ref: KeyRef) -> str:
+        """The part of `location` that names the entry (the encoded name)."""
+        return self.secret_name(ref)
+
+    # What `answering` can make the emulator say: 429 with a Retry-After, or 503.
+    answer_kinds = ("throttled", "5xx")
+
+    @contextlib.contextmanager
+    def answering(self, kind: str) -> Iterator[Callable[[], int]]:
+        """Every vault request answers `kind` until the block ends; yields a counter of
+        the requests answered so."""
+        status, retry_after = (429, 7) if kind == "throttled" else (503, 0)
+        start = self.server.requests()
+        self.server.fail_next(status, count=10_000, retry_after=retry_after)
+        try:
+            yield lambda: self.server.requests() - start
+        finally:
+            self.server.fail_next(status, count=0)
+
+    def client(self) -> Any:
+        """A SecretClient straight to the emulator (not through the proxy)."""
+        if self._client is None:
+            self._client = azure_secret_client(self.server)
+        return self._client
+
+    def plant_foreign(self, ref: KeyRef, owner_uid: str | None) -> None:
+        tags = {}
+        if owner_uid is not None:
+            tags = {"managed-by": "apikey-operator", "owner-uid": owner_uid,
+                    "stage": "current", "version": "1"}
+        self.client().set_secret(self.secret_name(ref), '{"key": "foreign-value"}', tags=tags)
+
+    def snapshot(self, ref: KeyRef) -> Any:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        client = self.client()
+        name = self.secret_name(ref)
+        try:
+            listed = list(client.list_properties_of_secret_versions(name))
+        except ResourceNotFoundError:
+            return None
+        versions = {}
+        for props in listed:
+            try:
+                value = client.get_secret(name, props.version).value
+            except HttpResponseError as exc:
+                value = f"unreadable: HTTP {exc.status_code}"
+            versions[props.version] = (props.enabled, sorted((props.tags or {}).items()), value)
+        return versions
+
+
+def azure_secret_client(server: KeyVaultServer) -> Any:
+    """A SecretClient to `server` with a managed-identity credential served by it."""
+    from azure.core.credentials import AccessToken
+    from azure.keyvault.secrets import SecretClient
+
+    class EmulatorCredential:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            env = server.identity_env()
+
+            request = urllib.request.Request(
+                f"{env['IDENTITY_ENDPOINT']}?resource=https://vault.azure.net&api-version=2019-08-01",
+                headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = json.loads(response.read())
+            return AccessToken(body["access_token"], int(body["expires_on"]))
+
+    return SecretClient(server.vault_url, EmulatorCredential(), verify_challenge_resource=False,
+                        connection_verify=server.ca_file)

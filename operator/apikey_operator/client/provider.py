@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from apikey_operator.client.errors import SourceUnavailable
 from apikey_operator.client.sources import KeySource, source_description
@@ -82,6 +82,28 @@ class ApiKeyProvider:
         self._inflight: _Flight | None = None
         # Bumped by invalidate(): a read that started before it must not refill the cache.
         self._generation = 0
+
+    @classmethod
+    def from_reference(
+        cls,
+        ref: str,
+        *,
+        client: Any = None,
+        ttl: float = 900.0,
+        on_error: OnError = "fail",
+        max_stale: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        retry_interval: float = 1.0,
+    ) -> ApiKeyProvider:
+        """A provider reading the key a `status.storeRef` string names (``kubernetes:``,
+        ``vault:``, ``aws:``, ``azure:``) or a mounted key (``file:<folder>/<data key>``).
+
+        `client` is a ready SDK client for that store (else its default one is built);
+        raises InvalidReference (a ValueError) for a malformed reference."""
+        from apikey_operator.client.references import source_for_reference
+
+        return cls(source_for_reference(ref, client=client), ttl=ttl, on_error=on_error,
+                   max_stale=max_stale, clock=clock, retry_interval=retry_interval)
 
     def get(self) -> str:
         """The current key. Blocks while the source is read; raises SourceUnavailable."""

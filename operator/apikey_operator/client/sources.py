@@ -20,7 +20,14 @@ from apikey_operator.client.errors import SourceUnavailable
 #    KV version number; each version's data is {"key": ..., "document": ...}.
 #  * AWS Secrets Manager: the AWSCURRENT version's SecretString is the same JSON
 #    (see AwsSecretsManagerSource for the unfinished-promotion case).
+#  * Azure Key Vault: the enabled version tagged stage=current holds the same JSON
+#    (see AzureKeyVaultSource for the unfinished-promotion case).
+#  * Kubernetes (the built-in store): a Secret whose annotation apikeys.dev/store-state
+#    names the current version N; data["v<N>"] is the version document, with "key".
 VAULT_CURRENT_METADATA = "current"
+AZURE_STAGE_TAG = "stage"
+AZURE_VERSION_TAG = "version"
+KUBERNETES_STATE_ANNOTATION = "apikeys.dev/store-state"
 AWS_CURRENT_STAGE = "AWSCURRENT"
 AWS_PENDING_STAGE = "AWSPENDING"
 AWS_PREVIOUS_STAGE = "AWSPREVIOUS"
@@ -155,7 +162,7 @@ class AwsSecretsManagerSource:
             raise ValueError("AwsSecretsManagerSource needs a secret_id like 'apikeys/<ns>/<name>'")
         self.client = client
         self.secret_id = secret_id
-        self.description = f"aws-secrets-manager:{secret_id}"
+        self.description = f"aws:{secret_id}"
 
     def read(self) -> str:
         response = self._get(AWS_CURRENT_STAGE)
@@ -211,6 +218,180 @@ class AwsSecretsManagerSource:
         else:
             return SourceUnavailable(f"{self.description}: unexpected {type(exc).__name__}"), False
         return SourceUnavailable(f"{self.description}: {reason}"), True
+
+
+class AzureKeyVaultSource:
+    """Reads the current key the operator keeps in Azure Key Vault.
+
+    That is the enabled version tagged ``stage=current``. While a promotion is
+    unfinished (the old current already tagged ``previous``, the new one still
+    ``pending``) the operator still counts the old one as current, and so does
+    this source. Revoked versions are disabled, so Key Vault refuses to return them.
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        if not name:
+            raise ValueError("AzureKeyVaultSource needs the secret's name, as in status.storeRef")
+        self.client = client
+        self.name = name
+        vault_url = str(getattr(client, "vault_url", "") or "")
+        host = vault_url.split("://", 1)[-1].rstrip("/")
+        self.description = f"azure:{host}/{name}" if host else f"azure:{name}"
+
+    def read(self) -> str:
+        try:
+            return self._read()
+        except SourceUnavailable:
+            raise
+        except Exception as exc:
+            error, known = self._classify(exc)
+            raise error from (exc if known else None)
+
+    def _read(self) -> str:
+        enabled = [p for p in self.client.list_properties_of_secret_versions(self.name)
+                   if p.enabled]
+
+        def staged(stage: str) -> Any:
+            found = [p for p in enabled if (p.tags or {}).get(AZURE_STAGE_TAG) == stage]
+            return max(found, key=_version_number, default=None)
+
+        chosen = staged("current")
+        if chosen is None and staged("pending") is not None:
+            chosen = staged("previous")
+        if chosen is None:
+            raise SourceUnavailable(f"{self.description} has no current key version")
+        value = self.client.get_secret(self.name, chosen.version).value
+        try:
+            key = json.loads(value)[KEY_FIELD] if isinstance(value, str) else None
+        except (ValueError, KeyError, TypeError):
+            key = None
+        if not isinstance(key, str) or not key:
+            raise SourceUnavailable(
+                f"{self.description}: the current version is not the operator's "
+                f"JSON document with a {KEY_FIELD!r} field"
+            ) from None
+        return key
+
+    def _classify(self, exc: Exception) -> tuple[SourceUnavailable, bool]:
+        """The error to raise for `exc`, and whether `exc` is a known transport/API error."""
+        import azure.core.exceptions as errors
+
+        if isinstance(exc, errors.ResourceNotFoundError):
+            reason = "the secret does not exist"
+        elif isinstance(exc, errors.ClientAuthenticationError):
+            reason = f"authentication failed ({type(exc).__name__})"
+        elif isinstance(exc, errors.HttpResponseError):
+            reason = f"Key Vault answered HTTP {exc.status_code}"
+        elif isinstance(exc, errors.ServiceRequestError | errors.ServiceResponseError):
+            reason = "cannot connect or timed out"
+        elif isinstance(exc, errors.AzureError):
+            reason = f"request failed ({type(exc).__name__})"
+        else:
+            return SourceUnavailable(f"{self.description}: unexpected {type(exc).__name__}"), False
+        # No chaining of the SDK error either: its message can quote the response.
+        return SourceUnavailable(f"{self.description}: {reason}"), False
+
+
+def _version_number(properties: Any) -> int:
+    try:
+        return int((properties.tags or {}).get(AZURE_VERSION_TAG, ""))
+    except ValueError:
+        return 0
+
+
+class KubernetesSecretSource:
+    """Reads the current key from the built-in store's Secret through the Kubernetes API.
+
+    `server`, `token` and `ca_file` default to the pod's in-cluster service account.
+    The reader needs `get` on that one Secret (in the operator's namespace): most
+    applications should mount their projected Secret and use MountedSecretSource.
+    """
+
+    SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not namespace or not name:
+            raise ValueError("KubernetesSecretSource needs the Secret's namespace and name")
+        self.namespace = namespace
+        self.name = name
+        self.server = server
+        self.token = token
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.description = f"kubernetes:{namespace}/{name}"
+
+    def _connection(self) -> tuple[str, str, str | None]:
+        import os
+
+        server, token, ca_file = self.server, self.token, self.ca_file
+        if server is None:
+            host = os.environ.get("KUBERNETES_SERVICE_HOST")
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise SourceUnavailable(
+                    f"{self.description}: not in a cluster and no server given"
+                )
+            server = f"https://{host}:{port}"
+            ca_file = ca_file or f"{self.SERVICE_ACCOUNT}/ca.crt"
+        if token is None:
+            try:
+                with open(f"{self.SERVICE_ACCOUNT}/token", encoding="utf-8") as handle:
+                    token = handle.read().strip()
+            except OSError:
+                raise SourceUnavailable(
+                    f"{self.description}: no service-account token to authenticate with"
+                ) from None
+        return server.rstrip("/"), token, ca_file
+
+    def read(self) -> str:
+        import base64
+        import ssl
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        server, token, ca_file = self._connection()
+        url = (f"{server}/api/v1/namespaces/{urllib.parse.quote(self.namespace)}"
+               f"/secrets/{urllib.parse.quote(self.name)}")
+        if not url.startswith("https://"):
+            raise SourceUnavailable(f"{self.description}: the API server must be https")
+        request = urllib.request.Request(  # noqa: S310 (https only, checked above)
+            url, headers={"Authorization": f"Bearer {token}"}
+        )
+        context = ssl.create_default_context(cafile=ca_file)
+        try:
+            with urllib.request.urlopen(  # noqa: S310 (https to the API server)
+                request, timeout=self.timeout, context=context
+            ) as response:
+                secret = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            reason = {404: "the Secret does not exist", 403: "permission denied",
+                      401: "the token was not accepted"}.get(exc.code, f"HTTP {exc.code}")
+            raise SourceUnavailable(f"{self.description}: {reason}") from None
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(
+                f"{self.description}: cannot read it ({type(exc).__name__})"
+            ) from None
+        metadata = secret.get("metadata") or {}
+        try:
+            book = json.loads((metadata.get("annotations") or {})[KUBERNETES_STATE_ANNOTATION])
+            number = int(book["current"])
+            raw = (secret.get("data") or {})[f"v{number}"]
+            key = json.loads(base64.b64decode(raw, validate=True))[KEY_FIELD]
+        except (KeyError, ValueError, TypeError):
+            key = None
+        if not isinstance(key, str) or not key:
+            raise SourceUnavailable(f"{self.description} has no current key version") from None
+        return key
 
 
 def source_description(source: object) -> str:

@@ -45,6 +45,7 @@ BACKEND_MODULES: Mapping[str, str] = {
     "kubernetes": "apikey_operator.stores.kubernetes",
     "vault": "apikey_operator.stores.vault",
     "aws-secrets-manager": "apikey_operator.stores.aws",
+    "azure-key-vault": "apikey_operator.stores.azure",
 }
 
 _registry: Registry[StoreFactory] = Registry("store", BACKEND_MODULES, StoreConfigError)

@@ -244,7 +244,7 @@ class AwsSecretsManagerStore(BlockingStore):
     # -- Protocol -----------------------------------------------------------------------
 
     def location(self, ref: KeyRef) -> str:
-        return f"{self.name}:{self.config.region}:{self.secret_name(ref)}"
+        return f"aws:{self.secret_name(ref)}?region={self.config.region}"
 
     def secret_name(self, ref: KeyRef) -> str:
         """`<namePrefix><namespace>/<name>`, checked to hold exactly those two segments."""

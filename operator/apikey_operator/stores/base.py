@@ -238,7 +238,9 @@ class Store(Protocol):
     name: str
 
     def location(self, ref: KeyRef) -> str:
-        """Where the entry lives, for status.storeRef, e.g. 'vault:secret/apikeys/ns/name'."""
+        """Where the entry lives, for status.storeRef: a reference a consumer can use as is
+        (`apikey_operator.client.ApiKeyProvider.from_reference`), starting with the
+        store's type (`kubernetes:`, `vault:`, `aws:`, `azure:`), never its config name."""
         ...
 
     async def read(self, ref: KeyRef) -> StoreState:

@@ -90,7 +90,7 @@ class KubernetesStore:
             self._recent.popitem(last=False)
 
     def location(self, ref: KeyRef) -> str:
-        return f"{self.name}:{self.namespace}/{store_secret_name(ref.namespace, ref.name)}"
+        return f"kubernetes:{self.namespace}/{store_secret_name(ref.namespace, ref.name)}"
 
     async def _get(self, ref: KeyRef, *, fresh: bool = False) -> dict[str, Any] | None:
         _check_ref(ref)

@@ -276,7 +276,7 @@ _DROP_DEBUG = _DropDebug()
 
 # SDK namespaces kept at INFO whatever the root level: several of their DEBUG loggers
 # print request parameters (a SecretString is a key), and new ones appear across releases.
-SDK_NAMESPACES = ("botocore", "boto3", "s3transfer", "hvac", "urllib3")
+SDK_NAMESPACES = ("botocore", "boto3", "s3transfer", "hvac", "urllib3", "azure", "msal")
 
 
 def silence_sdk_body_logging(names: tuple[str, ...] = BODY_LOGGERS) -> None:

@@ -387,7 +387,12 @@ class VaultStore(BlockingStore):
     # -- Protocol -----------------------------------------------------------------------
 
     def location(self, ref: KeyRef) -> str:
-        return f"{self.name}:{self.config.mount}/{self._path(ref)}"
+        # The storeRef form `vault:<mount>/<path>`; a mount with slashes is named in the
+        # query, so a consumer can still split the reference.
+        ref_text = f"vault:{self.config.mount}/{self._path(ref)}"
+        if "/" in self.config.mount.strip("/"):
+            ref_text += f"?mount={self.config.mount}"
+        return ref_text
 
     def _check_document(self, document: VersionDocument) -> None:
         _check_handles(document)

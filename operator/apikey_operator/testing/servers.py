@@ -1,4 +1,5 @@
-"""Real store servers for tests: OpenBao (Vault API) and moto (AWS Secrets Manager).
+"""Real store servers for tests: OpenBao (Vault API), moto (AWS Secrets Manager) and a
+Key Vault emulator (Azure Key Vault secrets).
 
 Each launcher runs the real server as a child process on a free loopback port,
 waits until it answers, and can be stopped and started again on the same port.
@@ -17,6 +18,10 @@ Data across restarts:
   The first start takes a few seconds longer (raft leader election).
 * `MotoServer` keeps its state in memory: a restart loses it; use `pause()`/`resume()`
   or a `TcpProxy` for outages that must keep data. `reset()` empties it.
+* `KeyVaultServer` runs `apikey_operator.testing.keyvault_emulator` (in memory, HTTPS
+  with a CA of its own in `ca_file`, a managed-identity token endpoint beside it):
+  Lowkey Vault, the Key Vault emulator the issue names, is a jar that the Maven
+  registry reachable here does not serve (see docs/stores-setup.md).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ __all__ = [
     "VAULT_RATE_LIMITED",
     "VAULT_SEALED",
     "FakeTokenReviewer",
+    "KeyVaultServer",
     "MotoServer",
     "OpenBaoServer",
     "ServerError",
@@ -652,6 +658,158 @@ class MotoServer:
     def _answers(self) -> bool:
         status, _ = _http("GET", f"{self.endpoint_url}/moto-api/data.json", timeout=2)
         return status == 200
+
+
+# Shared by every emulator this process starts: a token from any one's identity endpoint
+# is accepted by all of them, so one DefaultAzureCredential serves several test vaults.
+_KEYVAULT_TOKEN_SECRET = secrets.token_hex(16)
+
+
+class KeyVaultServer:
+    """The Key Vault emulator on 127.0.0.1: `vault_url` (https, CA in `ca_file`) and a
+    managed-identity endpoint (`identity_env()` gives the variables that make
+    azure-identity's DefaultAzureCredential use it; its tokens are good for every
+    emulator started by this process)."""
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.identity_port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.vault_url = f"https://{self.host}"
+        self.identity_url = f"http://127.0.0.1:{self.identity_port}"
+        self.startup_timeout = startup_timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="keyvault-")
+        self.workdir = Path(self._tmp.name)
+        self.ca_file = str(self.workdir / "ca.pem")
+        self._cert, self._key = _write_tls_pair(self.workdir)
+        self._process = _Process(self.workdir / "keyvault.log")
+
+    def start(self) -> Self:
+        """Start (or restart, on the same ports, empty) and wait until it answers."""
+        if self._process.running:
+            return self
+        self._process.spawn([
+            sys.executable, "-m", "apikey_operator.testing.keyvault_emulator",
+            "--port", str(self.port), "--identity-port", str(self.identity_port),
+            "--cert", self._cert, "--key", self._key, "--token-secret", _KEYVAULT_TOKEN_SECRET,
+        ])
+        _wait("Key Vault emulator", self._answers, self._process, self.startup_timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server; its state is lost."""
+        self._process.stop()
+
+    def pause(self) -> None:
+        """SIGSTOP: requests hang until `resume()`; the state is kept."""
+        self._process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    def identity_env(self) -> dict[str, str]:
+        """Environment for a managed identity (App Service form) served by the emulator."""
+        from apikey_operator.testing.keyvault_emulator import IDENTITY_HEADER
+
+        return {"IDENTITY_ENDPOINT": f"{self.identity_url}/msi/token",
+                "IDENTITY_HEADER": IDENTITY_HEADER}
+
+    def fail_next(self, status: int, count: int = 1, retry_after: int = 0) -> None:
+        """The next `count` authorised vault requests answer `status` (with Retry-After)."""
+        self._control("fail", {"status": status, "count": count, "retryAfter": retry_after})
+
+    def deny(self, on: bool = True) -> None:
+        """While on, every authorised request is 403 Forbidden (no secrets permissions)."""
+        self._control("deny", {"deny": on})
+
+    def requests(self) -> int:
+        """How many vault requests the server has answered so far."""
+        return int(self._control("fail", {"status": 503, "count": 0})["requests"])
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _control(self, what: str, body: dict[str, Any]) -> Any:
+        status, answer = _http("POST", f"{self.identity_url}/control/{what}", body)
+        if status != 200:
+            raise ServerError(f"Key Vault emulator control {what!r} failed with {status}")
+        return answer
+
+    def _answers(self) -> bool:
+        status, _ = _http("GET", f"{self.identity_url}/health", timeout=2)
+        if status != 200:
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        status, _ = _http("GET", f"{self.vault_url}/secrets/probe?api-version=7.5",
+                          timeout=2, context=context)
+        return status == 401
+
+
+def _write_tls_pair(directory: Path) -> tuple[str, str]:
+    """A CA (written to ca.pem) and a server certificate for 127.0.0.1 and localhost."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apikey-operator test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path, key_path = directory / "server.pem", directory / "server-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
 
 
 ProxyMode = Literal["forward", "refuse", "hang", "respond"]
