@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from apikey_operator.keys import KeyFormat, generate
+from apikey_operator.rotation import CreatePending, Trigger
 from apikey_operator.stores.base import KeyRef, VersionDocument
 from tests.support.fixtures_stores import (  # noqa: F401 (fixtures)
     aws_test_credentials,
@@ -58,12 +59,10 @@ def new_doc(
     scopes: tuple[str, ...] = ("invoices:read",),
     fmt: KeyFormat | None = None,
 ) -> VersionDocument:
+    """A version shaped exactly as the operator writes one: built by the plan's own step."""
     fmt = fmt or KeyFormat(length=24, encoding="base62", prefix="bill_")
-    return VersionDocument(
-        version=version,
-        key=generate(fmt),
-        created_at=CREATED,
-        key_format=fmt,
-        scopes=scopes,
-        handles=handles or {},
-    )
+    trigger: Trigger = ("initial" if version == 1 else
+                        "revoke" if "revoke" in (handles or {}) else "rotate")
+    step = CreatePending(version=version, created_at=CREATED, key_format=fmt, scopes=scopes,
+                         handles=dict(handles or {}), trigger=trigger)
+    return step.document(generate(fmt))

@@ -154,6 +154,20 @@ async def test_rotation_moves_current_to_previous_with_its_validity(
     assert state.valid_keys() == {old.version: old.key, new.version: new.key}
 
 
+async def test_the_trigger_travels_with_its_version_and_answers_no_request(
+    backend: StoreBackend,
+) -> None:
+    # "Promote merges the pending handles into handled" is one rule (stores.base.answered):
+    # a backend that kept the trigger among the handled tokens would show here.
+    store, ref = backend.make_store(), new_ref()
+    old = await provision(store, ref)
+    new = await rotate(store, ref, handles={"rotate": "r1"})
+    state = await store.read(ref)
+    assert state.current is not None and state.current.trigger == new.trigger == "rotate"
+    assert state.previous is not None and state.previous.trigger == old.trigger == "initial"
+    assert dict(state.handled) == {"rotate": "r1"}
+
+
 async def test_handled_tokens_accumulate_across_rotations(backend: StoreBackend) -> None:
     store, ref = backend.make_store(), new_ref()
     await provision(store, ref)

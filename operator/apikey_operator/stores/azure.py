@@ -58,11 +58,13 @@ from apikey_operator import redaction
 from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
+    Capabilities,
     KeyRef,
     StoreError,
     StoreState,
     StoreUnavailable,
     VersionDocument,
+    answered,
     check_owner,
     format_time,
     parse_time,
@@ -341,14 +343,16 @@ def _pointers(versions: list[_Version]) -> _Pointers:
 
 
 def _handled(tags: Mapping[str, str]) -> dict[str, str]:
-    return {k[len(TAG_HANDLED_PREFIX):]: decode_tag_value(v)
-            for k, v in tags.items() if k.startswith(TAG_HANDLED_PREFIX)}
+    # `trigger` was once kept among the handles; it answers nothing.
+    return {k[len(TAG_HANDLED_PREFIX):]: decode_tag_value(v) for k, v in tags.items()
+            if k.startswith(TAG_HANDLED_PREFIX) and k != TAG_HANDLED_PREFIX + "trigger"}
 
 
 class AzureKeyVaultStore(BlockingStore):
     """Key versions in Azure Key Vault (see the module docstring for the layout)."""
 
     type_name: ClassVar[str] = "azure-key-vault"
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, name: str, config: AzureConfig) -> None:
         self.name = name
@@ -481,8 +485,8 @@ class AzureKeyVaultStore(BlockingStore):
                     f"{self.location(ref)}: the previous version must be revoked before promoting"
                 )
             old = pointers.current
-        handled = _handled(old.tags) if old is not None else {}
-        handled.update(document.handles)
+        handled = answered(StoreState(handled=_handled(old.tags) if old is not None else {}),
+                           document)
         if old is not None and not pointers.unfinished:
             # The old current turns previous first: a crash here leaves "pending, not yet
             # promoted" (see _pointers), and the retry only has the second write left.
