@@ -11,7 +11,8 @@ import pytest
 from apikey_operator.testing.controlplane import find_assets
 from apikey_operator.testing.servers import ServerError
 
-pytest_plugins = ["tests.support.faults_leakscan"]
+# The store fixtures (OpenBao, moto, Key Vault) for every tier that needs a real store.
+pytest_plugins = ["tests.support.faults_leakscan", "tests.support.fixtures_stores"]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -10,8 +10,6 @@ from prometheus_client import generate_latest
 from apikey_operator import metrics
 from apikey_operator.testing.harness import LocalCluster
 
-pytest_plugins = ["tests.support.fixtures_stores"]
-
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:

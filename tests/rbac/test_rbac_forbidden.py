@@ -11,6 +11,8 @@ store held during the outage (none generated twice).
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -151,6 +153,10 @@ def test_refused_status_writes_lose_no_key_and_the_status_catches_up(
     status = cluster.wait_ready("payments", "existing", timeout=RECOVERY)["status"]
     assert status["currentKey"]["fingerprint"] == keys.fingerprint(rotated["api-key"])
     assert status["lastHandledRotate"] == "during-403"
+    # The rotation is announced once its status is written (the Event follows the status).
+    cluster.wait_for(lambda: "Rotated" in cluster.event_reasons("payments", "existing"), 30,
+                     "the Rotated Event once the status says so")
+    time.sleep(1.0)
     assert cluster.event_reasons("payments", "existing").count("Rotated") == 1
     assert operator.alive and operator.starts == 1
 
