@@ -344,6 +344,10 @@ class Reconciler:
                 await self._restart(body, ref, plan.restarts, plan.restart_token)
                 new_status["lastRestartToken"] = plan.restart_token
             await self._write_status(body, status, new_status, plan.events)
+            if any(e.reason == Reason.REVOKED for e in plan.events) and obs.revoke_request:
+                # The request's own time (when its value is one, as the CLI writes it) to the
+                # old key's revocation, now recorded.
+                metrics.observe_revocation(obs.revoke_request, self.rt.clock())
         except KubeTransient as exc:
             # The steps are done; only the report is missing. Retry soon, from the store.
             raise ReconcileFailed(str(exc), exc.retry_after) from None

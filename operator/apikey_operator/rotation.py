@@ -531,6 +531,10 @@ def _finish(ctx: _Context, queued: tuple[Trigger, datetime] | None) -> Plan:
         wake.append(next_rotation)
     if store.previous_valid_until is not None:
         wake.append(store.previous_valid_until)
+    max_age = obs.policy.policy.max_key_age if (
+        obs.policy is not None and obs.policy.policy is not None and ctx.problem is None) else None
+    if current is not None and max_age is not None and current.created_at + max_age > obs.now:
+        wake.append(current.created_at + max_age)  # when it turns non-compliant (KeyTooOld)
 
     restarts: tuple[RestartTarget, ...] = ()
     token = ""
