@@ -17,12 +17,11 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from apikey_operator import conditions, redaction
+from apikey_operator import audit, conditions, metrics, redaction
 from apikey_operator.config import Settings, build_generators, build_stores
 from apikey_operator.generators import GeneratorError
 from apikey_operator.kube import KubeClient, KubeError
@@ -68,6 +67,8 @@ class Worker:
     # Set by the DELETED event of this uid: the object is gone, whether or not our finalizer
     # ever landed on it (deleted at once after creation, it never ran on.delete).
     gone: bool = False
+    # The compliance findings last exported (a new KeyTooOld posts its Warning).
+    findings: frozenset[str] = frozenset()
 
 
 # Key changes arrive in bursts (a GitOps sync of a thousand keys): one status write per
@@ -441,22 +442,45 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 logger.exception("unexpected error while reconciling; retrying in %.1fs", delay)
             else:
+                delay = None
                 backoff = BACKOFF_START
                 worker.secret_digest = outcome.secret_digest
-                delay = None
                 if outcome.wake_at is not None:
-                    delay = max(0.0, (outcome.wake_at - datetime.now(UTC)).total_seconds())
+                    delay = max(0.0, (outcome.wake_at - reconciler.rt.clock()).total_seconds())
                 if outcome.ready_reason in CONFLICT_REASONS:
                     retry = _jittered(conflict_backoff)
                     conflict_backoff = min(conflict_backoff * 2, BACKOFF_CAP)
                     delay = retry if delay is None else min(delay, retry)
                 else:
                     conflict_backoff = CONFLICT_RETRY_START
+            _report_findings(worker, snapshot, _policies(policy_index))
             await _sleep(worker.wake, stopped, delay)
     finally:
         STATE.workers.pop(uid, None)
         if STATE.runtime is not None:
             STATE.runtime.statuses.forget(uid)
+
+
+def _report_findings(worker: Worker, body: Mapping[str, Any],
+                     policies: Mapping[str, Mapping[str, Any]]) -> None:
+    """Export this key's compliance findings (audit decides them, from the status as last
+    written) and post KeyTooOld when it newly holds. After a restart a finding that still
+    holds is posted once more: the worker keeps no record of what it posted."""
+    runtime = STATE.runtime
+    if runtime is None:
+        return
+    name = _policy_name(body)
+    policy: Mapping[str, Any] | audit.PolicyMissing | None = None
+    if name is not None:
+        policy = policies.get(name) or audit.POLICY_MISSING
+    current = dict(body, status=runtime.statuses.recorded(body))
+    found = audit.findings_for(current, policy, runtime.clock())
+    codes = frozenset(f.code for f in found)
+    metrics.set_findings(worker.namespace, worker.name, codes)
+    for finding in found:
+        if finding.code == Reason.KEY_TOO_OLD and finding.code not in worker.findings:
+            _post_event(body, "Warning", Reason.KEY_TOO_OLD, finding.message)
+    worker.findings = codes
 
 
 async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logger) -> None:

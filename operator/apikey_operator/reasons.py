@@ -18,6 +18,7 @@ class Reason(StrEnum):
     GRACE_ENDED_EARLY = "GraceEndedEarly"
     REVOKED = "Revoked"
     SECRET_RESTORED = "SecretRestored"
+    SECRET_REMOVED = "SecretRemoved"
     RESTART_TRIGGERED = "RestartTriggered"
     # Ready=False while a version is being written (not a problem).
     PROVISIONING = "Provisioning"

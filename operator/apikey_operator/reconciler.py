@@ -19,6 +19,7 @@ from apikey_operator.reasons import Reason
 from apikey_operator.rotation import (
     CreateInitial,
     CreatePending,
+    DeleteSecret,
     Observation,
     PolicyView,
     Promote,
@@ -88,6 +89,18 @@ class SecretCache:
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
+
+    def owned(self, namespace: str, uid: str) -> list[str]:
+        """Names of the Secrets in `namespace` whose controller is the ApiKey `uid`."""
+        names = []
+        for (ns, name), (_version, obj) in self._entries.items():
+            if ns != namespace or obj is None:
+                continue
+            owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+            if any(isinstance(o, Mapping) and o.get("controller") and o.get("uid") == uid
+                   for o in owners):
+                names.append(name)
+        return sorted(names)
 
     def holds(self, obj: Mapping[str, Any]) -> bool:
         """Whether this exact version is already known (e.g. the echo of our own write)."""
@@ -303,7 +316,11 @@ class Reconciler:
                 known, secret_obj = self.rt.secrets.lookup(ref.namespace, spec.secret_name)
                 if not known:
                     secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
-                obs = replace(obs, store=state, secret=_secret_view(secret_obj))
+                # Secrets this key projected into before spec.secret.name changed.
+                stale = tuple(n for n in self.rt.secrets.owned(ref.namespace, ref.uid)
+                              if n != spec.secret_name)
+                obs = replace(obs, store=state, secret=_secret_view(secret_obj),
+                              stale_secrets=stale)
                 attempt = _Attempt(body, store, generator or LocalKeys(self.rt.generate_key),
                                    obs, secret_obj)
             plan = rotation.plan(obs)
@@ -344,6 +361,10 @@ class Reconciler:
                 await self._restart(body, ref, plan.restarts, plan.restart_token)
                 new_status["lastRestartToken"] = plan.restart_token
             await self._write_status(body, status, new_status, plan.events)
+            if any(e.reason == Reason.REVOKED for e in plan.events) and obs.revoke_request:
+                # The request's own time (when its value is one, as the CLI writes it) to the
+                # old key's revocation, now recorded.
+                metrics.observe_revocation(obs.revoke_request, self.rt.clock())
         except KubeTransient as exc:
             # The steps are done; only the report is missing. Retry soon, from the store.
             raise ReconcileFailed(str(exc), exc.retry_after) from None
@@ -385,6 +406,11 @@ class Reconciler:
                                  "restore": "after-restore"}[step.purpose])
             if step.event is not None:
                 self._event(attempt.body, step.event)
+            attempt.obs = rotation.advance(obs, step)
+        elif isinstance(step, DeleteSecret):
+            await self.rt.kube.delete_secret(ref.namespace, step.name)
+            self.rt.secrets.forget(ref.namespace, step.name)
+            self._event(attempt.body, step.event)
             attempt.obs = rotation.advance(obs, step)
         elif isinstance(step, Promote):
             await self._counted_rotation(ref, step.trigger, self._store_call(

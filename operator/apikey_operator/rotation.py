@@ -120,6 +120,8 @@ class Observation:
     # Keys come from a vendor (a webhook generator), which must revoke each one itself.
     vendor_keys: bool = False
     secret: SecretView = field(default_factory=SecretView)
+    # Other Secrets this ApiKey owns: where it projected before spec.secret.name changed.
+    stale_secrets: tuple[str, ...] = ()
     policy: PolicyView | None = None
     namespace_labels: Mapping[str, str] | None = None
     rotate_request: str | None = None
@@ -184,6 +186,15 @@ class WriteSecret:
 
 
 @dataclass(frozen=True)
+class DeleteSecret:
+    """Remove a Secret this ApiKey no longer projects into (spec.secret.name moved), once
+    the new one holds the keys: no Secret is left holding a key that is later revoked."""
+
+    name: str
+    event: Event
+
+
+@dataclass(frozen=True)
 class Promote:
     """Step 3."""
 
@@ -212,7 +223,8 @@ class Revoke:
     external_id: str = ""
 
 
-Step = CreateInitial | CreatePending | WriteSecret | Promote | PromoteRevoking | Revoke
+Step = (CreateInitial | CreatePending | WriteSecret | DeleteSecret | Promote | PromoteRevoking
+        | Revoke)
 
 
 @dataclass(frozen=True)
@@ -290,8 +302,19 @@ def _plan(obs: Observation) -> Plan:
         until = now if emergency else now + ctx.grace
         return ctx.step(Promote(pending.version, until, pending.trigger))
 
-    # The grace of the previous key is over: out of the Secret first, then out of the store.
     previous = store.previous
+    if obs.stale_secrets and store.current is not None:
+        # spec.secret.name moved: the new Secret first, then the old one goes (before any
+        # expiry could revoke a key the old one still holds).
+        move = _secret_step(obs, spec, store.current, previous, "project")
+        if _differs(obs.secret, move):
+            return ctx.step(move)
+        stale = obs.stale_secrets[0]
+        return ctx.step(DeleteSecret(stale, Event(
+            "Normal", Reason.SECRET_REMOVED,
+            f"Secret {stale} deleted: the key is now projected into Secret {spec.secret_name}")))
+
+    # The grace of the previous key is over: out of the Secret first, then out of the store.
     if previous is not None and (store.previous_valid_until is None
                                  or store.previous_valid_until <= now):
         kind: Literal["expired", "emergency"] = (
@@ -426,10 +449,7 @@ def _desired_secret(obs: Observation, spec: ApiKeySpec, current: VersionDocument
     """A WriteSecret if the Secret differs from what it should hold, else None."""
     purpose: Literal["project", "restore"] = "project"
     step = _secret_step(obs, spec, current, previous, purpose)
-    secret = obs.secret
-    if secret.exists and dict(secret.data) == dict(step.data) and all(
-        secret.labels.get(k) == v for k, v in step.labels.items()
-    ) and all(secret.annotations.get(k) == v for k, v in step.annotations.items()):
+    if not _differs(obs.secret, step):
         return None
     # The Secret matches neither the old nor the new projection: someone deleted or edited it.
     projected_before = obs.status.get("currentKey", {}) if isinstance(
@@ -441,6 +461,13 @@ def _desired_secret(obs: Observation, spec: ApiKeySpec, current: VersionDocument
             f"{current.version} from the store (no rotation)",
         ))
     return step
+
+
+def _differs(secret: SecretView, step: WriteSecret) -> bool:
+    """Whether the Secret is not yet what `step` writes."""
+    return not (secret.exists and dict(secret.data) == dict(step.data)
+                and all(secret.labels.get(k) == v for k, v in step.labels.items())
+                and all(secret.annotations.get(k) == v for k, v in step.annotations.items()))
 
 
 def _secret_step(obs: Observation, spec: ApiKeySpec, current: VersionDocument,
@@ -531,6 +558,10 @@ def _finish(ctx: _Context, queued: tuple[Trigger, datetime] | None) -> Plan:
         wake.append(next_rotation)
     if store.previous_valid_until is not None:
         wake.append(store.previous_valid_until)
+    max_age = obs.policy.policy.max_key_age if (
+        obs.policy is not None and obs.policy.policy is not None and ctx.problem is None) else None
+    if current is not None and max_age is not None and current.created_at + max_age > obs.now:
+        wake.append(current.created_at + max_age)  # when it turns non-compliant (KeyTooOld)
 
     restarts: tuple[RestartTarget, ...] = ()
     token = ""
@@ -684,6 +715,8 @@ def advance(obs: Observation, step: Step, written: VersionDocument | None = None
             store = promoted_revoking(store, step.version, where)
     elif isinstance(step, Revoke):
         store = without(store, step.version)
+    elif isinstance(step, DeleteSecret):
+        return replace(obs, stale_secrets=tuple(n for n in obs.stale_secrets if n != step.name))
     else:
         secret = SecretView(
             exists=True,

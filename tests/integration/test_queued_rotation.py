@@ -139,3 +139,21 @@ def test_a_key_whose_policy_does_not_exist_gets_a_warning_and_shows_unscheduled(
     scheduled = cluster.condition("payments", "billing", "Scheduled")
     assert scheduled["status"] == "False" and scheduled["reason"] == "PolicyNotFound"
     assert status(cluster).get("nextRotationTime") is None
+
+
+def test_a_moved_secret_takes_the_keys_and_the_old_one_is_removed(cluster: LocalCluster) -> None:
+    cluster.apply(apikey("billing"))
+    cluster.wait_ready("payments", "billing")
+    key = cluster.secret_data("payments", "billing")["api-key"]
+    cluster.api.patch_object(APIKEYS, "payments", "billing",
+                             {"spec": {"secret": {"name": "billing-v2"}}})
+    cluster.wait_for(lambda: cluster.secret("payments", "billing") is None,
+                     what="the old Secret removed")
+    assert cluster.secret_data("payments", "billing-v2")["api-key"] == key
+    cluster.wait_for(lambda: "SecretRemoved" in cluster.event_reasons("payments", "billing"),
+                     what="the SecretRemoved Event")
+    # Later rotations and revokes only ever touch the new Secret.
+    cluster.annotate("payments", "billing", {"apikeys.dev/revoke": "after-move"})
+    cluster.wait_for(lambda: cluster.secret_data("payments", "billing-v2")["api-key"] != key,
+                     what="the revoke in the new Secret")
+    assert cluster.secret("payments", "billing") is None

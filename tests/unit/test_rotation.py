@@ -14,6 +14,7 @@ from apikey_operator.conditions import conditions_for, status_for
 from apikey_operator.rotation import (
     CreateInitial,
     CreatePending,
+    DeleteSecret,
     Observation,
     PolicyView,
     Promote,
@@ -474,3 +475,20 @@ def test_no_key_material_in_status_or_events() -> None:
         assert doc is not None and doc.key not in text
     assert all(isinstance(v, Mapping) or v is None or isinstance(v, str | int)
                for v in p.status.values())
+
+
+def test_a_moved_secret_is_written_first_and_the_old_one_deleted_after() -> None:
+    world = World.new()
+    world.converge()
+    key = current_key(world)
+    moved = parse_apikey({"metadata": {"name": "billing"},
+                          "spec": {"key": {"prefix": "bill_"}, "secret": {"name": "renamed"}}})
+    # The new target does not exist yet; the old Secret is still there (and ours).
+    world.at(T0 + timedelta(hours=1), spec=moved, stale_secrets=("billing",),
+             secret=replace(world.obs.secret, exists=False, data={}))
+    steps = world.converge()
+    assert [type(s) for s in steps] == [WriteSecret, DeleteSecret]
+    assert steps[0].name == "renamed" and steps[0].purpose == "project"
+    assert steps[1].name == "billing" and steps[1].event.reason == "SecretRemoved"
+    assert world.obs.secret.data[moved.current_key] == key
+    assert world.obs.stale_secrets == () and "SecretRestored" not in world.reasons()
