@@ -12,7 +12,6 @@ store held during the outage (none generated twice).
 from __future__ import annotations
 
 import time
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 
