@@ -165,6 +165,7 @@ class OperatorState:
     key_policies: dict[str, str] = field(default_factory=dict)  # by ApiKey uid
     policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
     policies: PolicyReporter = field(default_factory=lambda: PolicyReporter())
+    secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 STATE = OperatorState(settings=Settings())
@@ -187,7 +188,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 # kopf logs each on.event handler call at INFO ("Handler 'secret_event' succeeded."): for
 # thousands of keys that is most of the log and a noticeable share of the CPU.
-QUIET_HANDLERS = ("apikey_event", "secret_event", "policy_event", "namespace_event")
+QUIET_HANDLERS = ("apikey_event", "policy_event", "namespace_event")
 
 
 class QuietEventHandlers(logging.Filter):
@@ -242,10 +243,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     STATE.runtime = runtime
     STATE.reconciler = Reconciler(runtime)
+    STATE.secret_watches = [
+        asyncio.get_running_loop().create_task(_watch_secrets(runtime.kube, namespace))
+        for namespace in (STATE.settings.namespaces or (None,))]
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    for task in STATE.secret_watches:
+        task.cancel()
+    for task in STATE.secret_watches:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    STATE.secret_watches = []
     await STATE.policies.close()
     runtime = STATE.runtime
     if runtime is None:
@@ -287,10 +297,8 @@ async def apikey_event(body: kopf.Body, uid: str, type: str | None, **kwargs: An
         worker.wake.set()
 
 
-# The built-in store's own Secrets carry the managed-by label too; kopf filters them out
-# before any handler runs (they change with every rotation step).
-@kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: kopf.ABSENT})
-async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+def _on_secret(body: Mapping[str, Any], type: str | None) -> None:
+    """A consumer Secret changed: keep the Secret cache true and wake the key that owns it."""
     if STATE.runtime is not None:
         if type != "DELETED" and STATE.runtime.secrets.holds(body):
             return  # the echo of our own write: nothing changed that we do not know
@@ -311,6 +319,19 @@ async def secret_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         digest = "" if type == "DELETED" else secret_digest(body.get("data"))
         if digest != worker.secret_digest:
             worker.wake.set()
+
+
+async def _watch_secrets(kube: KubeClient, namespace: str | None) -> None:
+    """Our consumer Secrets only, selected by the API server (managed-by label, and not the
+    built-in store's own): a tenant's other Secrets never reach the operator, so no number
+    or size of them can exhaust its memory. A Secret without our label that blocks a key
+    (SecretConflict) is not seen going away; the conflict's bounded retry finds that out."""
+    async for type_, body in kube.watch_secrets(namespace, {MANAGED_BY_LABEL: MANAGED_BY},
+                                                (STORE_LABEL,)):
+        try:
+            _on_secret(body, type_)
+        except Exception:  # one odd object must not end the watch for every key
+            logger.exception("could not handle a Secret event")
 
 
 @kopf.index(GROUP, VERSION, "rotationpolicies")

@@ -7,10 +7,12 @@ caller backs off and re-plans), anything else stays a `KubeError`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import logging
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -131,6 +133,31 @@ class KubeClient:
         return _as_dict(await self._call(
             f"updating Secret {meta['namespace']}/{meta['name']}",
             self.client.replace(cast(Secret, Secret.from_dict(dict(body))))))
+
+    async def watch_secrets(self, namespace: str | None, equal: Mapping[str, str],
+                            absent: tuple[str, ...] = (),
+                            ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event type, Secret) for every Secret whose labels are `equal` and lack `absent`
+        (a server-side label selector: the API server never sends us anyone else's
+        Secrets, whatever their number or size), forever: every
+        existing one first, then each change. A broken stream is re-opened after a pause,
+        starting over with the existing ones (a stale entry it leaves is harmless: writes
+        are conditional on resourceVersion)."""
+        pause = 1.0
+        while True:
+            try:
+                selector: dict[str, Any] = dict(equal)
+                selector.update({label: operators.not_exists() for label in absent})
+                async for event, obj in self.client.watch(Secret, namespace=namespace,
+                                                          labels=selector, server_timeout=300):
+                    pause = 1.0
+                    yield event, _as_dict(obj)
+            except (ApiError, httpx.HTTPError) as exc:
+                logging.getLogger(__name__).warning(
+                    "watching Secrets%s: %s; again in %.0fs",
+                    f" in {namespace}" if namespace else "", _map_error(exc, "watch"), pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         await self._call(f"deleting Secret {namespace}/{name}",
