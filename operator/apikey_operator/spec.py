@@ -317,12 +317,7 @@ def parse_policy(body: Mapping[str, Any]) -> RotationPolicy:
             max_key_age = parse_duration(spec.get("maxKeyAge"))
         except DurationError as exc:
             raise SpecError(f"spec.maxKeyAge {exc}") from None
-        if max_key_age < rotate_every:
-            raise SpecError(
-                f"spec.maxKeyAge {format_duration(max_key_age)} is shorter than "
-                f"spec.rotateEvery {format_duration(rotate_every)}: every key would be too old "
-                "before its rotation is due"
-            )
+        # Shorter than rotateEvery is odd but not invalid: it reports, it never stalls a key.
     selector = None
     if spec.get("namespaceSelector") is not None:
         selector = parse_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
