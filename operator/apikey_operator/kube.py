@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx2 as httpx
-from lightkube import AsyncClient, KubeConfig, operators
+from lightkube import ALL_NS, AsyncClient, KubeConfig, operators
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
@@ -148,7 +148,8 @@ class KubeClient:
             try:
                 selector: dict[str, Any] = dict(equal)
                 selector.update({label: operators.not_exists() for label in absent})
-                async for event, obj in self.client.watch(Secret, namespace=namespace,
+                # lightkube reads no namespace as the kubeconfig's default one, not all.
+                async for event, obj in self.client.watch(Secret, namespace=namespace or ALL_NS,
                                                           labels=selector, server_timeout=300):
                     pause = 1.0
                     yield event, _as_dict(obj)
