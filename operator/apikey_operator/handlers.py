@@ -514,7 +514,9 @@ async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logge
     meta = body.get("metadata", {})
     for attempt in range(5):
         try:
-            done = await delete_from_store(runtime, body)
+            cleanup = await delete_from_store(runtime, body)
+            _report_incomplete(body, cleanup.incomplete)
+            done = cleanup.done
             break
         except (StoreError, GeneratorError) as exc:
             logger.warning("cleanup after deletion failed (attempt %d): %s", attempt + 1, exc)
@@ -568,7 +570,14 @@ async def apikey_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
     if runtime is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     try:
-        done = await delete_from_store(runtime, body)
+        cleanup = await delete_from_store(runtime, body)
     except (StoreError, GeneratorError) as exc:
         raise kopf.TemporaryError(f"cleanup failed: {exc}", delay=10) from None
-    logger.info("ApiKey deleted: %s", done)
+    _report_incomplete(body, cleanup.incomplete)
+    logger.info("ApiKey deleted: %s", cleanup.done)
+
+
+def _report_incomplete(body: Mapping[str, Any], incomplete: str) -> None:
+    if incomplete:
+        logger.warning("ApiKey deleted, store cleanup incomplete: %s", incomplete)
+        _post_event(body, "Warning", Reason.STORE_CLEANUP_INCOMPLETE, incomplete)

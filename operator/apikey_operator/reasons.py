@@ -35,6 +35,7 @@ class Reason(StrEnum):
     STATUS_UPDATE_FAILED = "StatusUpdateFailed"
     RESTART_FAILED = "RestartFailed"
     RESTART_TARGET_NOT_FOUND = "RestartTargetNotFound"
+    STORE_CLEANUP_INCOMPLETE = "StoreCleanupIncomplete"
     # Scheduled condition.
     POLICY_APPLIED = "PolicyApplied"
     NO_POLICY = "NoPolicy"

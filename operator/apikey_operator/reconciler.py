@@ -42,6 +42,8 @@ from apikey_operator.spec import (
 from apikey_operator.stores import KeyRef, Store, StoreConflict, StoreError, StoreUnavailable
 from apikey_operator.stores.base import (
     Capabilities,
+    EntryUnusable,
+    StoreCorrupt,
     SupportsPromoteRevoking,
     SupportsWriteInitial,
     parse_time,
@@ -534,21 +536,40 @@ def _token(value: object) -> str | None:
     return rotation.request_token(value)
 
 
-async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> str:
-    """Carry out deletionPolicy; returns what was done, for the log. Raises StoreError."""
+@dataclass(frozen=True)
+class Cleanup:
+    """What deleting an ApiKey did in its store; `incomplete` says what was left and why."""
+
+    done: str
+    incomplete: str = ""
+
+
+async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> Cleanup:
+    """Carry out deletionPolicy. Raises StoreError when a retry can help; an entry that is
+    already being deleted, or unreadable, is removed as far as it can be and reported."""
     meta = body.get("metadata") or {}
     ref = KeyRef(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid", "")))
     spec = body.get("spec") or {}
     if not isinstance(spec, Mapping) or spec.get("deletionPolicy", "Delete") == "Retain":
-        return "retained in the store (deletionPolicy Retain)"
+        return Cleanup("retained in the store (deletionPolicy Retain)")
     store = runtime.stores.get(str(spec.get("store", "kubernetes")))
     if store is None:
-        return "no configured store to delete from"
-    state = await store.read(ref)
+        return Cleanup("no configured store to delete from")
+    try:
+        state = await store.read(ref)
+    except (EntryUnusable, StoreCorrupt) as exc:
+        # Waiting would hold the ApiKey (and its namespace) for the whole recovery window:
+        # delete what the store still lets us delete, and say what could not be checked.
+        await store.delete(ref)
+        metrics.forget_key(ref.namespace, ref.name)
+        return Cleanup(f"deleted {store.location(ref)} as far as the store allowed",
+                       f"the store entry {store.location(ref)} could not be read ({exc}); it "
+                       "was deleted without revoking its versions one by one (a vendor key, "
+                       "if any, was not revoked at the vendor)")
     if not state.exists:
-        return "nothing in the store"
+        return Cleanup("nothing in the store")
     if not state.owned_by(ref):
-        return "the store entry belongs to something else; left untouched"
+        return Cleanup("the store entry belongs to something else; left untouched")
     generator_name = ((spec.get("generator") or {}).get("webhook") or {}).get("name") \
         if isinstance(spec.get("generator"), Mapping) else None
     generator = runtime.generators.get(str(generator_name)) if generator_name else None
@@ -559,4 +580,4 @@ async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> str:
     await store.delete(ref)
     metrics.REVOCATIONS.labels(ref.namespace, ref.name, "deleted").inc()
     metrics.forget_key(ref.namespace, ref.name)
-    return f"revoked and deleted {store.location(ref)}"
+    return Cleanup(f"revoked and deleted {store.location(ref)}")

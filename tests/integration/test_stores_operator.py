@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -203,3 +204,42 @@ def test_a_vault_that_forbids_the_operator_is_reported_as_such(
         cluster.wait_ready("payments", "billing", timeout=90)
         cluster.stop_operator_thread()
         assert cluster.leaks() == []
+
+
+def test_deleting_a_key_whose_aws_entry_is_scheduled_for_deletion_completes(
+    store_backend_aws: AwsBackend,  # noqa: F811 (the fixture)
+) -> None:
+    backend = store_backend_aws
+    with LocalCluster(stores={"aws": backend.config()}) as cluster:
+        cluster.apply(apikey("billing", store="aws"))
+        body = cluster.wait_ready("payments", "billing")
+        ref = KeyRef("payments", "billing", body["metadata"]["uid"])
+        # Someone scheduled the entry for deletion (a 7-day recovery window): AWS refuses
+        # every use of it until then, and the deletion must not wait for a week.
+        backend.client().delete_secret(SecretId=backend.secret_name(ref),
+                                       RecoveryWindowInDays=7)
+        cluster.api.delete_object(APIKEYS, "payments", "billing")
+        cluster.wait_for(lambda: cluster.apikey("payments", "billing") is None, timeout=30,
+                         what="the ApiKey deleted")
+        warning = cluster.wait_for(
+            lambda: [e for e in cluster.events("payments", "billing")
+                     if e["reason"] == "StoreCleanupIncomplete" and e["type"] == "Warning"],
+            what="the StoreCleanupIncomplete Warning")
+        assert "scheduled for deletion" in warning[0]["message"], warning[0]["message"]
+        cluster.stop_operator_thread()
+
+
+def test_deleting_a_key_whose_stored_version_is_corrupt_completes(cluster: LocalCluster) -> None:
+    cluster.apply(apikey("billing"))
+    cluster.wait_ready("payments", "billing")
+    store_secret = "ak.payments.billing"
+    cluster.api.patch_object("v1/secrets", "apikey-operator", store_secret,
+                             {"data": {"v1": base64.b64encode(b"{not json").decode()}})
+    cluster.api.delete_object(APIKEYS, "payments", "billing")
+    cluster.wait_for(lambda: cluster.apikey("payments", "billing") is None, timeout=30,
+                     what="the ApiKey deleted")
+    assert cluster.secret("apikey-operator", store_secret) is None
+    warning = cluster.wait_for(
+        lambda: [e for e in cluster.events("payments", "billing")
+                 if e["reason"] == "StoreCleanupIncomplete"], what="the Warning")
+    assert "malformed" in warning[0]["message"], warning[0]["message"]

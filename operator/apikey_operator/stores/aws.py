@@ -46,6 +46,7 @@ from apikey_operator.stores import register
 from apikey_operator.stores.base import (
     MANAGED_BY,
     Capabilities,
+    EntryUnusable,
     KeyRef,
     StoreError,
     StoreState,
@@ -176,7 +177,7 @@ def _classify(store_name: str) -> Callable[[BaseException, str], StoreError | No
             if code in _UNAVAILABLE or status >= 500:
                 return StoreUnavailable(f"{where}: AWS answered {code or status}")
             if code == "InvalidRequestException" and "delet" in message.lower():
-                return StoreUnavailable(
+                return EntryUnusable(
                     f"{where}: the secret is scheduled for deletion ({message})", retry_after=30.0
                 )
             if code in _DENIED:
@@ -470,7 +471,7 @@ class AwsSecretsManagerStore(BlockingStore):
 
     def _refuse_deleted(self, ref: KeyRef, secret: _Secret) -> None:
         if secret.deleted:
-            raise StoreUnavailable(
+            raise EntryUnusable(
                 f"{self.location(ref)} is scheduled for deletion; AWS refuses to use it until "
                 "it is restored or gone",
                 retry_after=30.0,

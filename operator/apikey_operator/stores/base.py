@@ -47,6 +47,16 @@ class StoreUnavailable(StoreError):
         self.retry_after = retry_after
 
 
+class EntryUnusable(StoreUnavailable):
+    """The entry exists but cannot be used now (AWS: scheduled for deletion). A reconcile
+    retries; a deletion of the ApiKey removes what it can and ends."""
+
+
+class StoreCorrupt(StoreError):
+    """A stored version cannot be read (a retry will not fix it). A deletion of the ApiKey
+    removes what it can and ends."""
+
+
 class StoreConflict(StoreError):
     """The entry at the derived path was not created for this ApiKey: never touch it."""
 
@@ -127,7 +137,7 @@ class VersionDocument:
                 trigger=trigger,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StoreError(
+            raise StoreCorrupt(
                 f"a stored key version is malformed ({type(exc).__name__})"
             ) from None
 

@@ -203,7 +203,8 @@ class KubernetesStore:
         existing = await self._get(ref)
         if existing is None:
             return
-        check_owner(_state_of(existing, ref), ref, self.location(ref))
+        # Ownership only: an entry whose versions cannot be read can still be deleted.
+        check_owner(_owner_state(existing), ref, self.location(ref))
         self._recent.pop(store_secret_name(ref.namespace, ref.name), None)
         try:
             await self.kube.delete_secret(self.namespace,
@@ -224,6 +225,15 @@ def _bookkeeping(state: StoreState) -> dict[str, Any]:
         "pending": state.pending.version if state.pending else None,
         "handled": dict(state.handled),
     }
+
+
+def _owner_state(secret: Mapping[str, Any]) -> StoreState:
+    """Who the entry belongs to, read from its metadata alone."""
+    meta = secret.get("metadata") or {}
+    if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return StoreState(exists=True, owner_uid="")
+    return StoreState(exists=True,
+                      owner_uid=str((meta.get("annotations") or {}).get(OWNER_ANNOTATION, "")))
 
 
 def _state_of(secret: Mapping[str, Any] | None, ref: KeyRef) -> StoreState:
