@@ -46,6 +46,10 @@ class KubeError(Exception):
         self.status = status
 
 
+class KubeStale(KubeError):
+    """A write conditional on a resourceVersion found the object changed since."""
+
+
 class KubeTransient(KubeError):
     """Conflict (409), throttling (429), server errors (5xx) or a broken connection."""
 
@@ -166,8 +170,11 @@ class KubeClient:
                          missing_ok=True)
 
     async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
-                                  *, uid: str, has_status: bool) -> str:
-        """Set the given status fields (None removes one) on the ApiKey with this uid only.
+                                  *, uid: str, has_status: bool,
+                                  resource_version: str | None = None) -> str:
+        """Set the given status fields (None removes one) on the ApiKey with this uid only
+        (and, with `resource_version`, only if the object is still at that version: KubeStale
+        otherwise).
 
         A JSON patch whose first operation tests ``metadata.uid``: an ApiKey deleted and created
         again under the same name is another object, and a late write meant for the old one must
@@ -175,11 +182,20 @@ class KubeClient:
         status subresource ignores metadata). `has_status` says whether the object already has
         a status to add fields to. Returns the resourceVersion the write made.
         """
-        obj = await self._call(f"updating status of ApiKey {namespace}/{name}",
-                               self.client.patch(ApiKeyResource.Status, name=name,
-                                                 namespace=namespace,
-                                                 obj=status_patch(status, uid, has_status),
-                                                 patch_type=PatchType.JSON))
+        ops = status_patch(status, uid, has_status)
+        if resource_version:
+            ops.insert(1, {"op": "test", "path": "/metadata/resourceVersion",
+                           "value": resource_version})
+        what = f"updating status of ApiKey {namespace}/{name}"
+        try:
+            obj = await self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
+                                          obj=ops, patch_type=PatchType.JSON)
+        except ApiError as exc:
+            if exc.status.code == 422 and "resourceVersion" in (exc.status.message or ""):
+                raise KubeStale(f"{what}: the object changed meanwhile", 422) from None
+            raise _map_error(exc, what) from None
+        except httpx.HTTPError as exc:
+            raise _map_error(exc, what) from None
         return str(_as_dict(obj).get("metadata", {}).get("resourceVersion", "")) if obj else ""
 
     async def patch_policy_status(self, name: str, status: Mapping[str, Any], *, uid: str,

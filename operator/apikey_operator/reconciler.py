@@ -14,7 +14,14 @@ from typing import Any, TypeVar, cast
 from apikey_operator import conditions, crashpoints, keys, metrics, rotation
 from apikey_operator.generators import GeneratorError, GeneratorUnavailable, KeyGenerator
 from apikey_operator.generators.base import LocalKeys
-from apikey_operator.kube import KubeClient, KubeError, KubeTransient, decode_data, secret_body
+from apikey_operator.kube import (
+    KubeClient,
+    KubeError,
+    KubeStale,
+    KubeTransient,
+    decode_data,
+    secret_body,
+)
 from apikey_operator.reasons import Reason
 from apikey_operator.rotation import (
     CreateInitial,
@@ -506,12 +513,34 @@ class Reconciler:
         meta = body["metadata"]
         if patch:
             uid = str(meta.get("uid", ""))
-            version = await self.rt.kube.patch_apikey_status(meta["namespace"], meta["name"],
-                                                             patch, uid=uid,
-                                                             has_status=bool(old))
+            version = await self._patch_status(meta, old, patch, uid)
             self.rt.statuses.wrote(uid, new, version)
         for event in (*events, *conditions.condition_events(old, new)):
             self._event(body, event)
+
+    async def _patch_status(self, meta: Mapping[str, Any], old: Mapping[str, Any],
+                            patch: Mapping[str, Any], uid: str) -> str:
+        """Write `patch` only onto the status this plan started from: the Events of a plan
+        are relative to that status, so a second writer (another replica in the moment both
+        are active, a lagging watch) must never record, and announce, the same change twice.
+        A change elsewhere in the object (a finalizer, an annotation) is no conflict."""
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        version = str(meta.get("resourceVersion") or "") or None
+        for _ in range(4):
+            try:
+                return await self.rt.kube.patch_apikey_status(
+                    namespace, name, patch, uid=uid, has_status=bool(old),
+                    resource_version=version)
+            except KubeStale:
+                fresh = await self.rt.kube.get_apikey(namespace, name)
+                if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+                    raise KubeError(f"ApiKey {namespace}/{name} is gone", 404) from None
+                if _owned(_as_mapping(fresh.get("status"))) != _owned(old):
+                    raise KubeTransient(f"the status of ApiKey {namespace}/{name} changed "
+                                        "meanwhile; planning again", 409,
+                                        retry_after=0.2) from None
+                version = str((fresh.get("metadata") or {}).get("resourceVersion") or "")
+        raise KubeTransient(f"ApiKey {namespace}/{name} keeps changing", 409)
 
     def _observe_metrics(self, ref: KeyRef, status: Mapping[str, Any]) -> None:
         current = status.get("currentKey") or {}
@@ -520,6 +549,11 @@ class Reconciler:
         metrics.observe_key(ref.namespace, ref.name,
                             parse_time(created) if isinstance(created, str) else None,
                             parse_time(due) if isinstance(due, str) else None)
+
+
+def _owned(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status fields the reconciler writes (kopf keeps its own under `kopf`)."""
+    return {k: v for k, v in status.items() if k != "kopf" and v is not None}
 
 
 def _version_number(value: object) -> int | None:

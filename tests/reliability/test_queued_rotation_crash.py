@@ -58,6 +58,10 @@ def test_a_queued_rotation_survives_sigkill_while_waiting_and_while_running(
         cluster.annotate("payments", "billing", {"apikeys.dev/rotate": "r2"})
         cluster.wait_for(lambda: status(cluster).get("queuedRotation"), timeout=30,
                          what="the queued rotation")
+        # Events follow their status write (at most once: a kill in that millisecond would
+        # lose one); this test is about the queued rotation, so it kills after its Event.
+        cluster.wait_for(lambda: "RotationQueued" in cluster.event_reasons("payments", "billing"),
+                         timeout=30, what="the RotationQueued Event")
         operator.kill()  # SIGKILL while the rotation waits
     finally:
         operator.stop()

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
-from apikey_operator.kube import KubeTransient
-from apikey_operator.reconciler import ReconcileFailed, Reconciler, Runtime
+from apikey_operator.kube import KubeStale, KubeTransient
+from apikey_operator.reconciler import ReconcileFailed, Reconciler, Runtime, StatusCache
 from apikey_operator.stores.base import (
     Capabilities,
     KeyRef,
@@ -118,10 +118,16 @@ class FakeApi:
     async def replace_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self.create_secret(body)
 
+    async def get_apikey(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.apikey)
+
     async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
-                                  *, uid: str, has_status: bool) -> str:
+                                  *, uid: str, has_status: bool,
+                                  resource_version: str | None = None) -> str:
         if self.fail_status:
             raise self.fail_status.pop(0)
+        if resource_version and resource_version != self.apikey["metadata"]["resourceVersion"]:
+            raise KubeStale("changed meanwhile", 422)
         self.status_writes += 1
         current = self.apikey.setdefault("status", {})
         for key, value in status.items():
@@ -258,3 +264,17 @@ async def test_the_status_of_its_own_last_write_wins_over_an_older_observed_obje
     writes = r.api.status_writes
     await r.reconciler.reconcile(stale, {}, None)
     assert r.api.status_writes == writes and r.reasons() == ["Provisioned"]
+
+
+async def test_a_second_writer_with_an_older_view_records_and_announces_nothing_twice() -> None:
+    # Two replicas in the moment both are active: the second plans from the status before the
+    # first one's write, and must neither overwrite it nor post its Provisioned again.
+    r = rig(Capabilities(write_initial=True))
+    before = copy.deepcopy(r.api.apikey)
+    await r.reconcile()
+    other = Reconciler(replace(r.reconciler.rt, statuses=StatusCache()))
+    with pytest.raises(ReconcileFailed):
+        await other.reconcile(before, {}, None)
+    assert r.reasons() == ["Provisioned"]
+    await other.reconcile(copy.deepcopy(r.api.apikey), {}, None)
+    assert r.reasons() == ["Provisioned"]
