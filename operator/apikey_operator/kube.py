@@ -191,8 +191,13 @@ class KubeClient:
             obj = await self.client.patch(ApiKeyResource.Status, name=name, namespace=namespace,
                                           obj=ops, patch_type=PatchType.JSON)
         except ApiError as exc:
-            if exc.status.code == 422 and "resourceVersion" in (exc.status.message or ""):
-                raise KubeStale(f"{what}: the object changed meanwhile", 422) from None
+            if exc.status.code == 422 and resource_version:
+                # A failed JSON-patch test names neither test: look whether the object is
+                # still ours (then it only moved on) or another one (then ours is gone).
+                current = await self.get_apikey(namespace, name)
+                meta = (current or {}).get("metadata") or {}
+                if meta.get("uid") == uid and meta.get("resourceVersion") != resource_version:
+                    raise KubeStale(f"{what}: the object changed meanwhile", 422) from None
             raise _map_error(exc, what) from None
         except httpx.HTTPError as exc:
             raise _map_error(exc, what) from None

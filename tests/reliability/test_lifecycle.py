@@ -85,6 +85,34 @@ def test_a_status_write_for_another_uid_is_refused_by_the_server(
                        True)
     cluster.api.request("PATCH", path, own, content_type="application/json-patch+json")
 
+def test_a_status_write_from_an_older_version_is_refused_by_the_server(
+        cluster: LocalCluster) -> None:
+    """The operator's own client against kube-apiserver: a write conditional on a version the
+    object has moved past is KubeStale (not a 422 "gone"), the current version is accepted."""
+    import asyncio
+
+    from apikey_operator.kube import KubeClient, KubeStale
+
+    created = cluster.apply(apikey("versioned"))
+    cluster.wait_ready("payments", "versioned")
+    uid = created["metadata"]["uid"]
+    old_version = created["metadata"]["resourceVersion"]
+
+    async def attempt(version: str) -> str:
+        kube = KubeClient()
+        try:
+            return await kube.patch_apikey_status("payments", "versioned",
+                                                  {"storeRef": "kubernetes:x"}, uid=uid,
+                                                  has_status=True, resource_version=version)
+        finally:
+            await kube.close()
+
+    with pytest.raises(KubeStale):
+        asyncio.run(attempt(old_version))
+    assert (cluster.apikey("payments", "versioned") or {})["status"]["storeRef"] != "kubernetes:x"
+    current = (cluster.apikey("payments", "versioned") or {})["metadata"]["resourceVersion"]
+    assert asyncio.run(attempt(current)) not in ("", current)
+
 @pytest.mark.unit
 def test_the_status_patch_tests_the_uid_first_and_removes_unconditionally() -> None:
     ops = status_patch({"a": 1, "gone": None, "x/y": "v"}, "uid-1", True)
