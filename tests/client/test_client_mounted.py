@@ -168,7 +168,13 @@ def test_a_snapshot_never_mixes_two_versions(tmp_path: Path) -> None:
     currents: set[bytes] = set()
 
     def read() -> None:
-        values = read_snapshot(str(tmp_path), ["api-key", "api-key-previous"]).values
+        try:
+            values = read_snapshot(str(tmp_path), ["api-key", "api-key-previous"]).values
+        except SourceUnavailable as exc:
+            # A writer that swaps back to back (no kubelet does) can outrun every retry of a
+            # reader on a loaded machine: the reader then refuses, which is no mixed snapshot.
+            assert "kept changing" in str(exc)
+            return
         current, previous = values["api-key"], values["api-key-previous"]
         if current is None or previous is None or int(current) != int(previous) + 1:
             mixed.append((current, previous))
