@@ -105,7 +105,7 @@ class SecretCache:
         self._taken.discard(key)
         current = self._entries.get(key)
         if current is None or version >= current[0]:
-            self._entries[key] = (version, None if deleted else copy.deepcopy(dict(obj)))
+            self._entries[key] = (version, None if deleted else _slim(obj))
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
@@ -127,6 +127,16 @@ class SecretCache:
         meta = obj.get("metadata") or {}
         entry = self._entries.get((str(meta.get("namespace")), str(meta.get("name"))))
         return entry is not None and entry[1] is not None and entry[0] == self._version(obj)
+
+
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy without `metadata.managedFields`: the server's bookkeeping of who wrote which
+    field, nested dicts nobody here reads, and most of what one cached Secret weighs."""
+    slim = copy.deepcopy({k: v for k, v in obj.items() if k != "metadata"})
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        slim["metadata"] = copy.deepcopy({k: v for k, v in meta.items() if k != "managedFields"})
+    return slim
 
 
 class StatusCache:
