@@ -56,6 +56,7 @@ BACKOFF_CAP = 300.0
 CONFLICT_REASONS = frozenset({Reason.SECRET_CONFLICT, Reason.STORE_CONFLICT})
 CONFLICT_RETRY_START = 2.0
 VANISHED_LIMIT = 10_000
+RESYNC_CONCURRENCY = 8
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Worker:
     # Woken since the last pass began; `_waiter` is the sleep in progress. A future and a
     # timer, not an Event and two tasks: a sleeping key should cost as little as possible.
     woken: bool = False
+    first_pass: bool = True
     _waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
@@ -206,6 +208,11 @@ class Operator:
     # a moment after the first event): the worker finds out here. Bounded: a uid whose
     # daemon never starts (deleted before kopf saw it live) must not stay forever.
     vanished: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # After a restart every existing key is looked at once (a crash may have left a step
+    # half done); those passes queue behind these slots so that a key applied meanwhile
+    # is served first, not after thousands of checks of keys that are fine.
+    resync_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(RESYNC_CONCURRENCY))
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(self.runtime)
@@ -538,7 +545,11 @@ async def _pass(operator: Operator, worker: Worker, body: kopf.Body, logger: kop
     delay: float | None
     policies = _policies(policy_index)
     try:
-        outcome = await reconciler.reconcile(snapshot, policies, labels)
+        if worker.first_pass and _settled(snapshot):
+            async with operator.resync_slots:
+                outcome = await reconciler.reconcile(snapshot, policies, labels)
+        else:
+            outcome = await reconciler.reconcile(snapshot, policies, labels)
     except ReconcileFailed as exc:
         delay = _jittered(max(worker.backoff, exc.retry_after or 0.0))
         worker.backoff = min(worker.backoff * 2, BACKOFF_CAP)
@@ -549,6 +560,7 @@ async def _pass(operator: Operator, worker: Worker, body: kopf.Body, logger: kop
         logger.exception("unexpected error while reconciling; retrying in %.1fs", delay)
     else:
         delay = None
+        worker.first_pass = False
         worker.backoff = BACKOFF_START
         worker.secret_digest = outcome.secret_digest
         if outcome.wake_at is not None:
@@ -561,6 +573,18 @@ async def _pass(operator: Operator, worker: Worker, body: kopf.Body, logger: kop
             worker.conflict_backoff = CONFLICT_RETRY_START
     _report_findings(operator.runtime, worker, snapshot, policies)
     return delay
+
+
+def _settled(body: Mapping[str, Any]) -> bool:
+    """Provisioned, its spec seen, no rotate or revoke request waiting: a key whose pass
+    after a restart only checks (a key that asks for something is not queued behind them)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    return (isinstance(status.get("currentKey"), Mapping)
+            and status.get("observedGeneration") == meta.get("generation")
+            and annotations.get(f"{GROUP}/rotate") in (None, status.get("lastHandledRotate"))
+            and annotations.get(f"{GROUP}/revoke") in (None, status.get("lastHandledRevoke")))
 
 
 def _report_findings(runtime: Runtime, worker: Worker, body: Mapping[str, Any],
