@@ -43,6 +43,7 @@ from apikey_operator.spec import (
 )
 from apikey_operator.stores import StoreError
 from apikey_operator.stores.kubernetes import STORE_LABEL
+from apikey_operator.usage import UsageMonitor
 
 logger = logging.getLogger(__name__)
 FINALIZER = f"{GROUP}/finalizer"
@@ -166,6 +167,7 @@ class OperatorState:
     policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
     policies: PolicyReporter = field(default_factory=lambda: PolicyReporter())
     secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
+    usage: UsageMonitor | None = None  # with `usage:` configured
 
 
 STATE = OperatorState(settings=Settings())
@@ -209,6 +211,7 @@ def configure(settings: Settings) -> None:
     STATE.policies = PolicyReporter()
     STATE.runtime = None
     STATE.reconciler = None
+    STATE.usage = None
 
 
 def _post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -241,6 +244,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         store_slots=asyncio.Semaphore(STATE.settings.max_concurrent_store_calls),
         on_key_seen=redaction.register,
     )
+    if STATE.settings.usage is not None:
+        # One task for every key in its grace; it wakes a key whose decision changed.
+        STATE.usage = UsageMonitor(STATE.settings.usage, wake=_wake_key, clock=runtime.clock)
+        runtime.usage_report = STATE.usage.report
+        STATE.usage.start()
     STATE.runtime = runtime
     STATE.reconciler = Reconciler(runtime)
     STATE.secret_watches = [
@@ -257,6 +265,9 @@ async def cleanup(**_: Any) -> None:
             await task
     STATE.secret_watches = []
     await STATE.policies.close()
+    if STATE.usage is not None:
+        await STATE.usage.close()
+        STATE.usage = None
     runtime = STATE.runtime
     if runtime is None:
         return
@@ -265,6 +276,12 @@ async def cleanup(**_: Any) -> None:
     for generator in runtime.generators.values():
         await generator.close()
     await runtime.kube.close()
+
+
+def _wake_key(uid: str) -> None:
+    worker = STATE.workers.get(uid)
+    if worker is not None:
+        worker.wake.set()
 
 
 def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -466,6 +483,8 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                 delay = None
                 backoff = BACKOFF_START
                 worker.secret_digest = outcome.secret_digest
+                if STATE.usage is not None:
+                    STATE.usage.watch(uid, outcome.usage_watch)
                 if outcome.wake_at is not None:
                     delay = max(0.0, (outcome.wake_at - reconciler.rt.clock()).total_seconds())
                 if outcome.ready_reason in CONFLICT_REASONS:
@@ -478,6 +497,8 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             await _sleep(worker.wake, stopped, delay)
     finally:
         STATE.workers.pop(uid, None)
+        if STATE.usage is not None:
+            STATE.usage.watch(uid, None)
         if STATE.runtime is not None:
             STATE.runtime.statuses.forget(uid)
 

@@ -33,6 +33,11 @@ REVOCATION_DURATION = Histogram(
     "Time from a revoke request (the annotation's timestamp) to the old key revoked in the store",
     registry=REGISTRY, buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
+USAGE_QUERIES = Counter(
+    "apikey_usage_queries_total",
+    "Batched usage queries to the usage source (one for every key in its grace), by result",
+    ["result"], registry=REGISTRY,
+)
 POLICY_FINDINGS = Gauge(
     "apikey_policy_findings", "Compliance findings of an ApiKey (1 while the finding holds)",
     ["namespace", "name", "code"], registry=REGISTRY,
