@@ -12,8 +12,8 @@ from typing import Any, Literal
 import yaml
 
 from apikey_operator import generators
-from apikey_operator.generators import GeneratorConfigError, KeyGenerator
 from apikey_operator.durations import DurationError, format_duration, parse_duration
+from apikey_operator.generators import GeneratorConfigError, KeyGenerator
 from apikey_operator.stores import Store, StoreConfigError, factory_for
 from apikey_operator.usage import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_WINDOW, UsageConfig
 
@@ -133,9 +133,9 @@ def parse_usage(value: object, problems: list[str]) -> UsageConfig | None:
             problems.append(f"usage.prometheus.{name}: {exc}")
             continue
         if not low <= durations[name] <= high:
+            lowest = format_duration(low) if low >= timedelta(seconds=1) else "100ms"
             problems.append(f"usage.prometheus.{name}: {format_duration(durations[name])} is "
-                            f"not within {format_duration(low) if low.total_seconds() >= 1 else '100ms'}"
-                            f"..{format_duration(high)}")
+                            f"not within {lowest}..{format_duration(high)}")
     if {"interval", "window"} <= set(durations) and durations["window"] < durations["interval"]:
         problems.append(f"usage.prometheus.window: {format_duration(durations['window'])} is "
                         f"shorter than the interval {format_duration(durations['interval'])}")

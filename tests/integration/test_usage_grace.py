@@ -76,7 +76,7 @@ class Driver:
                 request = urllib.request.Request(f"{base}/invoices",
                                                  headers={"Authorization": f"Bearer {key}"})
                 try:
-                    with urllib.request.urlopen(request, timeout=2):  # noqa: S310
+                    with urllib.request.urlopen(request, timeout=2):
                         pass
                 except urllib.error.HTTPError:
                     self.refused += 1
@@ -94,7 +94,7 @@ class Usage:
     syncs: list[SecretVolumeSync] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def keys(self) -> dict[str, str]:
+    def secret_keys(self) -> dict[str, str]:
         """The Secret's data, decoded (the test plays the consumers' side)."""
         secret = self.cluster.secret(NS, NAME) or {}
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
@@ -133,7 +133,7 @@ class Usage:
         previous = self.cluster.wait_for(lambda: self.status().get("previousKey"),
                                          what="the rotation")
         # Both pods hold the new key before traffic moves to it.
-        new = self.keys()["api-key"]
+        new = self.secret_keys()["api-key"]
         self.cluster.wait_for(
             lambda: all(s.volume.read().get("api-key") == new.encode() for s in self.syncs),
             what="the new key in both pods")
@@ -149,7 +149,7 @@ class Usage:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -191,10 +191,10 @@ def provision(world: Usage, grace: str, unused_for: str, minimum: str) -> None:
 
 def test_the_grace_ends_early_once_traffic_has_moved_to_the_new_key(world: Usage) -> None:
     provision(world, grace="60s", unused_for="5s", minimum="6s")
-    driver = Driver(world.bases, lambda: world.keys().get("api-key")).start()
+    driver = Driver(world.bases, lambda: world.secret_keys().get("api-key")).start()
     try:
         world.cluster.wait_for(lambda: driver.sent > 20, what="traffic with the first key")
-        old = world.keys()["api-key"]
+        old = world.secret_keys()["api-key"]
         promised = world.rotate()
         ended = world.cluster.wait_for(
             lambda: [e for e in world.cluster.events(NS, NAME)
@@ -208,7 +208,7 @@ def test_the_grace_ends_early_once_traffic_has_moved_to_the_new_key(world: Usage
     assert "before its grace end" in message and "no consumer verified it for" in message
     assert "verified" in message and "times in the last 3s" in message
     assert world.status().get("previousKey") is None
-    assert "api-key-previous" not in world.keys()
+    assert "api-key-previous" not in world.secret_keys()
     assert old not in store_valid_keys(world.cluster, NS, NAME).values()
     assert "GraceExpired" not in world.reasons()
     assert queries("success") > 0
@@ -225,12 +225,12 @@ def test_no_early_end_while_the_old_key_is_used_and_a_warning_near_the_end(
         # Half the requests still come with the old key, until it is refused.
         return keys.get("old") if next(turn) % 2 and keys.get("old") else keys.get("new")
 
-    keys["new"] = world.keys()["api-key"]
+    keys["new"] = world.secret_keys()["api-key"]
     driver = Driver(world.bases, alternate).start()
     try:
         keys["old"] = keys["new"]
         promised = world.rotate()
-        keys["new"] = world.keys()["api-key"]
+        keys["new"] = world.secret_keys()["api-key"]
         world.cluster.wait_for(lambda: "GraceExpired" in world.reasons(), timeout=60,
                                what="the grace to end on time")
         expired_at = datetime.now(UTC)
@@ -251,7 +251,7 @@ def test_no_early_end_while_the_old_key_is_used_and_a_warning_near_the_end(
 
 def test_no_early_end_when_prometheus_is_down(world: Usage) -> None:
     provision(world, grace="15s", unused_for="3s", minimum="3s")
-    driver = Driver(world.bases, lambda: world.keys().get("api-key")).start()
+    driver = Driver(world.bases, lambda: world.secret_keys().get("api-key")).start()
     try:
         world.prometheus.stop()
         failures = queries("failure")
@@ -269,7 +269,7 @@ def test_no_early_end_when_prometheus_is_down(world: Usage) -> None:
 def test_no_early_end_when_prometheus_has_no_data(world_without_data: Usage) -> None:
     world = world_without_data
     provision(world, grace="15s", unused_for="3s", minimum="3s")
-    driver = Driver(world.bases, lambda: world.keys().get("api-key")).start()
+    driver = Driver(world.bases, lambda: world.secret_keys().get("api-key")).start()
     try:
         successes = queries("success")
         promised = world.rotate()

@@ -21,12 +21,12 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from apikey_operator import redaction
-from apikey_operator.usage import UsageConfig
 from apikey_operator.testing.apiproxy import ApiProxy
 from apikey_operator.testing.controlplane import ControlPlane, reset_cluster, shared_control_plane
 from apikey_operator.testing.kube_traffic import Traffic
 from apikey_operator.testing.kubeapi import KubeApi, KubernetesApiError
 from apikey_operator.testing.operator import OperatorThread
+from apikey_operator.usage import UsageConfig
 
 APIKEYS = "apikeys.dev/v1alpha1/apikeys"
 POLICIES = "apikeys.dev/v1alpha1/rotationpolicies"
