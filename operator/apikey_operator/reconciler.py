@@ -550,11 +550,17 @@ class Reconciler:
 
     def _observe_metrics(self, ref: KeyRef, status: Mapping[str, Any]) -> None:
         current = status.get("currentKey") or {}
+        previous = status.get("previousKey") or {}
         created = current.get("createdAt")
         due = status.get("nextRotationTime")
+        until = previous.get("validUntil")
+        fingerprints = {role: str(entry["fingerprint"])
+                        for role, entry in (("current", current), ("previous", previous))
+                        if entry.get("fingerprint")}
         metrics.observe_key(ref.namespace, ref.name,
                             parse_time(created) if isinstance(created, str) else None,
-                            parse_time(due) if isinstance(due, str) else None)
+                            parse_time(due) if isinstance(due, str) else None,
+                            fingerprints, parse_time(until) if isinstance(until, str) else None)
 
 
 def _owned(status: Mapping[str, Any]) -> dict[str, Any]:
