@@ -157,7 +157,11 @@ class UsageMonitor:
 
     async def tick(self) -> None:
         """One batched query for every watched key; wakes the keys whose decision changed."""
-        watches = dict(self.watches)
+        now = self._clock()
+        # A key without earlyExpiry needs an answer only in its grace's last tenth (for
+        # PreviousKeyInUse): until then it costs no query.
+        watches = {uid: w for uid, w in self.watches.items()
+                   if w.early_expiry is not None or w.valid_until - now < w.grace / 10}
         if not watches:
             return
         fingerprints = [fp for w in watches.values()

@@ -187,3 +187,15 @@ def test_the_operator_exits_2_naming_the_bad_usage_field(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "usage.prometheus.interval: 5s is not within 1m..1h" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_key_without_early_expiry_costs_no_query_before_its_last_tenth() -> None:
+    plain = watch(1, early_expiry=None)
+    source = Source([{plain.current_fingerprint: 1, plain.previous_fingerprint: 1}])
+    mon, woken = monitor(source)
+    mon.watch("uid-1", plain)
+    await mon.tick()
+    assert source.queries == []
+    mon.watch("uid-1", watch(1, early_expiry=None, valid_until=NOW + timedelta(hours=2)))
+    await mon.tick()
+    assert len(source.queries) == 1 and woken == ["uid-1"]
