@@ -157,6 +157,8 @@ class UsageMonitor:
 
     async def tick(self) -> None:
         """One batched query for every watched key; wakes the keys whose decision changed."""
+        # Counted from every tick, with or without a query: the loop never spins.
+        self._last_query = time.monotonic()
         now = self._clock()
         # A key without earlyExpiry needs an answer only in its grace's last tenth (for
         # PreviousKeyInUse): until then it costs no query.
@@ -167,7 +169,6 @@ class UsageMonitor:
         fingerprints = [fp for w in watches.values()
                         for fp in (w.current_fingerprint, w.previous_fingerprint)]
         promql = grace.query(fingerprints, self.config.window)
-        self._last_query = time.monotonic()
         at = self._clock()
         try:
             counts = await self.source.counts(promql)

@@ -199,3 +199,26 @@ async def test_a_key_without_early_expiry_costs_no_query_before_its_last_tenth()
     mon.watch("uid-1", watch(1, early_expiry=None, valid_until=NOW + timedelta(hours=2)))
     await mon.tick()
     assert len(source.queries) == 1 and woken == ["uid-1"]
+
+
+async def test_the_loop_waits_an_interval_even_when_a_tick_needs_no_query() -> None:
+    import asyncio
+
+    source = Source([])
+    woken: list[str] = []
+    mon = UsageMonitor(UsageConfig(url="http://p", interval=timedelta(seconds=30)),
+                       wake=woken.append, clock=lambda: NOW, source=source)
+    ticks = 0
+    real_tick = mon.tick
+
+    async def counted() -> None:
+        nonlocal ticks
+        ticks += 1
+        await real_tick()
+
+    mon.tick = counted  # type: ignore[method-assign]
+    mon.watch("uid-1", watch(1, early_expiry=None))
+    mon.start()
+    await asyncio.sleep(0.2)
+    await mon.close()
+    assert ticks == 1 and source.queries == []
