@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean tools control-plane
+.PHONY: demo test lint unit integration bench bench-http-clients clean tools control-plane
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,18 @@ PYTEST_WORKERS ?= 3
 test: $(STAMP) lint tools
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-bench: $(STAMP) control-plane
+# The bench extra (matplotlib for the plots; the HTTP clients bench.http_clients compares).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# `make bench BENCH_ARGS="--sizes 1000,5000 --large 10000"` is issue 17's full measurement.
+bench: $(BENCH_STAMP) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-http-clients: $(BENCH_STAMP) control-plane
+	$(BIN)/python -m bench.http_clients $(HTTP_CLIENTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

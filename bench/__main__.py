@@ -1,6 +1,8 @@
-"""``python -m bench [--sizes 100,1000] [--long] [--smoke] [--out DIR]``.
+"""``python -m bench [--sizes 100,1000] [--long] [--large 10000] [--smoke] [--out DIR]``.
 
-Writes ``results.json`` and ``RESULTS.md`` into ``--out`` (default: this folder).
+Writes ``results.json``, ``RESULTS.md`` and the plots (``*.png``) into ``--out`` (default:
+this folder) and prints the targets as a table. Issue 17's full measurement is
+``--sizes 1000,5000 --large 10000``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default=None,
                         help="comma-separated numbers of ApiKeys (default 100,1000)")
     parser.add_argument("--long", action="store_true", help="add N=5000")
+    parser.add_argument("--large", type=int, default=None,
+                        help="also the operator alone with this many keys: memory, idle, "
+                             "revoke one at a time, start-up (issue 17: 10000; default none, "
+                             "smoke 30)")
+    parser.add_argument("--storm-keys", type=int, default=1000,
+                        help="keys due at once in the rotation storm, at most N (default 1000)")
+    parser.add_argument("--revoke-singles", type=int, default=None,
+                        help="revokes one at a time per run (default 20, smoke 3)")
+    parser.add_argument("--revoke-many", type=int, default=None,
+                        help="revokes at once (default 100, smoke 10)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: N=50, 2 s idle window, stores at N=10 (a few minutes)")
     parser.add_argument("--idle-seconds", type=float, default=None,
@@ -50,17 +62,24 @@ def options(args: argparse.Namespace) -> Options:
     if args.long and 5000 not in sizes:
         sizes = (*sizes, 5000)
     idle = args.idle_seconds if args.idle_seconds is not None else (2.0 if args.smoke else 60.0)
-    return Options(sizes=sizes, idle_seconds=idle, revoke_many=10 if args.smoke else 100,
-                   revoke_singles=3 if args.smoke else 20,
+    def chosen(value: int | None, smoke: int, default: int) -> int:
+        return value if value is not None else (smoke if args.smoke else default)
+
+    return Options(sizes=sizes, idle_seconds=idle,
+                   revoke_many=chosen(args.revoke_many, 10, 100),
+                   revoke_singles=chosen(args.revoke_singles, 3, 20),
                    store_keys=10 if args.smoke else 100, stores=not args.no_stores,
-                   smoke=args.smoke, grace_seconds=2 if args.smoke else 5)
+                   smoke=args.smoke, grace_seconds=2 if args.smoke else 5,
+                   storm_keys=args.storm_keys, large=chosen(args.large, 30, 0))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.render:
         results = json.loads((args.out / "results.json").read_text())
-        (args.out / "RESULTS.md").write_text(report.markdown(results))
+        report.plots(results, args.out)
+        (args.out / "RESULTS.md").write_text(report.markdown(results, args.out))
+        print(report.summary(results))
         return 0
     opts = options(args)
     commit_at_start = report.commit()
@@ -72,12 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         results = report.assemble(opts, figures, commit_at_start)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "RESULTS.md").write_text(report.markdown(results))
+        if figures["complete"]:
+            # Before the markdown, which links the plots that exist.
+            for path in report.plots(results, args.out):
+                say(f"wrote {path}")
+        (args.out / "RESULTS.md").write_text(report.markdown(results, args.out))
         say(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}"
             + ("" if figures["complete"] else " (partial)"))
         if figures["complete"]:
-            for target in results["targets"]:
-                say(f"  target {target['name']}: {target['verdict']} ({target['measured']})")
+            print(report.summary(results), flush=True)
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,14 +31,20 @@ NAMESPACE = "bench"
 WARMUP_NAMESPACE = "bench-warmup"
 OPERATOR_NAMESPACE = "apikey-operator"
 POLICY = "bench-policy"
+# The keys of the rotation storm reference a policy of their own: a storm of 1,000 keys can
+# run with 5,000 present, and only those 1,000 become due.
+STORM_POLICY = "bench-storm-policy"
 CALM_POLICY = {"rotateEvery": "30d", "gracePeriod": "1h"}
 REVOKE_ANNOTATION = "apikeys.dev/revoke"
 STORE_STATE_ANNOTATION = "apikeys.dev/store-state"
 CREATE_CONCURRENCY = 32
+# The operator's default bound on concurrent store calls (Settings.max_concurrent_store_calls).
+STORE_CONCURRENCY_LIMIT = 16
 
 
-def apikey_body(name: str, namespace: str = NAMESPACE, store: str | None = None) -> Body:
-    spec: dict[str, Any] = {"rotationPolicyRef": {"name": POLICY}}
+def apikey_body(name: str, namespace: str = NAMESPACE, store: str | None = None,
+                policy: str = POLICY) -> Body:
+    spec: dict[str, Any] = {"rotationPolicyRef": {"name": policy}}
     if store is not None:
         spec["store"] = store
     return {"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
@@ -58,6 +65,9 @@ class Env:
     api: Api
     observer: Observer
     ours: bool
+    # What the operator was started with, to start it again (the start-up scenario).
+    stores: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def counts(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.cluster.counts()["counts"]
@@ -78,14 +88,17 @@ async def environment(workdir: pathlib.Path, *, baseline: bool,
     process: Child | None = None
     api: Api | None = None
     observer: Observer | None = None
+    handle: Env | None = None
     try:
         # The driver goes to the kube-apiserver itself: only the process under test is counted.
         api = Api(cluster.apiserver_url, token=cluster.token, ca_file=cluster.ca_file,
                   concurrency=CREATE_CONCURRENCY + 4)
         observer = Observer(api, NAMESPACE)
-        await api.create(POLICIES_URL, {"apiVersion": "apikeys.dev/v1alpha1",
-                                        "kind": "RotationPolicy", "metadata": {"name": POLICY},
-                                        "spec": dict(CALM_POLICY)})
+        for policy in (POLICY, STORM_POLICY):
+            await api.create(POLICIES_URL, {"apiVersion": "apikeys.dev/v1alpha1",
+                                            "kind": "RotationPolicy",
+                                            "metadata": {"name": policy},
+                                            "spec": dict(CALM_POLICY)})
         if baseline:
             process = Baseline(workdir, cluster.kubeconfig)
         else:
@@ -93,8 +106,13 @@ async def environment(workdir: pathlib.Path, *, baseline: bool,
             await asyncio.to_thread(process.wait_stats)
         await _warm_up(api, process, next(iter(stores or {}), None))
         await observer.start()
-        yield Env(workdir, cluster, process, api, observer, ours=not baseline)
+        handle = Env(workdir, cluster, process, api, observer, ours=not baseline,
+                     stores=dict(stores or {}), extra_env=dict(env or {}))
+        yield handle
     finally:
+        # The start-up scenario replaces the operator process: stop the one running now.
+        if handle is not None and handle.process is not process:
+            await asyncio.to_thread(handle.process.stop)
         if observer is not None:
             await observer.stop()
         if api is not None:
@@ -193,35 +211,58 @@ class Window:
         return result
 
 
+async def _sample_rss(env: Env, names: list[str], into: list[list[float]],
+                      every: float = 0.5) -> None:
+    """(keys Ready so far, operator RSS MB) every ``every`` seconds: memory against key count."""
+    ready_at = env.observer.ready_at
+    while True:
+        ready = sum(1 for name in names if name in ready_at)
+        into.append([ready, round(env.process.usage().rss_mb, 1)])
+        await asyncio.sleep(every)
+
+
 async def provisioning(env: Env, n: int, store: str | None = None,
-                       prefix: str = "key") -> dict[str, Any]:
-    """N ApiKeys created at once (32 requests in flight): time to all Ready, per-key costs."""
+                       prefix: str = "key", storm_keys: int = 0) -> dict[str, Any]:
+    """N ApiKeys created at once (32 requests in flight): time to all Ready, per-key costs.
+
+    The first ``storm_keys`` reference the storm's policy (see :func:`rotation_storm`).
+    """
     window = await Window.open(env, reset_peaks=True)
+    rss_before = env.process.usage().rss_mb
     sent: dict[str, float] = {}
     slots = asyncio.Semaphore(CREATE_CONCURRENCY)
     path = env.api.apikey_path(NAMESPACE)
 
-    async def create(name: str) -> None:
+    async def create(index: int, name: str) -> None:
         async with slots:
             sent[name] = time.monotonic()
-            await env.api.create(path, apikey_body(name, store=store))
+            await env.api.create(path, apikey_body(
+                name, store=store, policy=STORM_POLICY if index < storm_keys else POLICY))
 
     start = time.monotonic()
     names = [key_name(i, prefix) for i in range(n)]
-    await asyncio.gather(*(create(name) for name in names))
-    applied = time.monotonic() - start
-    ready_at = env.observer.ready_at
-    waiting = {name for name in names if name not in ready_at}
-
-    def track(kind: str, key: tuple[str, str], _body: Body | None) -> None:
-        if kind == "apikey" and key[1] in ready_at:
-            waiting.discard(key[1])
-
-    env.observer.listeners.append(track)
+    rss_samples: list[list[float]] = []
+    sampler = asyncio.create_task(_sample_rss(env, names, rss_samples))
     try:
-        await env.observer.until(lambda: not waiting, 120 + n * 0.5, f"{n} ApiKeys to be Ready")
+        await asyncio.gather(*(create(i, name) for i, name in enumerate(names)))
+        applied = time.monotonic() - start
+        ready_at = env.observer.ready_at
+        waiting = {name for name in names if name not in ready_at}
+
+        def track(kind: str, key: tuple[str, str], _body: Body | None) -> None:
+            if kind == "apikey" and key[1] in ready_at:
+                waiting.discard(key[1])
+
+        env.observer.listeners.append(track)
+        try:
+            await env.observer.until(lambda: not waiting, 120 + n * 0.5,
+                                     f"{n} ApiKeys to be Ready")
+        finally:
+            env.observer.listeners.remove(track)
     finally:
-        env.observer.listeners.remove(track)
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
     total = max(ready_at[name] for name in names) - start
     latencies = [ready_at[name] - sent[name] for name in names]
     await settle(env)
@@ -233,8 +274,12 @@ async def provisioning(env: Env, n: int, store: str | None = None,
         "create_requests_seconds": round(applied, 3),
         "keys_per_second": round(n / total, 1) if total else 0.0,
         "apply_to_ready": accounting.latency_summary(latencies),
+        # Every key's latency, for the distribution plots (report.plots).
+        "apply_to_ready_samples_s": [round(v, 3) for v in latencies],
         **figures,
+        "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(usage.rss_mb, 1),
+        "rss_by_ready_keys": [*rss_samples, [n, round(usage.rss_mb, 1)]],
     }
 
 
@@ -269,11 +314,20 @@ async def idle(env: Env, n: int, seconds: float) -> dict[str, Any]:
     return result
 
 
-def memory(env: Env, n: int) -> dict[str, Any]:
+def memory(env: Env, n: int, rss_mb_without_keys: float | None = None) -> dict[str, Any]:
+    """The process's RSS now; per key: all of it over N, and (given the RSS before the keys
+    were applied) what the keys added over N (the target's "about 20 kB per key")."""
     usage = env.process.usage()
     server = env.cluster.component_usage()
-    return {"keys": n, "rss_mb": round(usage.rss_mb, 1), "peak_rss_mb": round(usage.peak_rss_mb, 1),
-            **{f"{name}_rss_mb": round(u.rss_mb, 1) for name, u in server.items()}}
+    figures: dict[str, Any] = {
+        "keys": n, "rss_mb": round(usage.rss_mb, 1), "peak_rss_mb": round(usage.peak_rss_mb, 1),
+        "rss_kb_per_key": round(usage.rss_mb * 1024 / max(n, 1), 1),
+        **{f"{name}_rss_mb": round(u.rss_mb, 1) for name, u in server.items()}}
+    if rss_mb_without_keys is not None:
+        figures["rss_mb_without_keys"] = round(rss_mb_without_keys, 1)
+        figures["added_kb_per_key"] = round(
+            (usage.rss_mb - rss_mb_without_keys) * 1024 / max(n, 1), 1)
+    return figures
 
 
 def _digest(value: object) -> str:
@@ -349,6 +403,7 @@ async def revoke(env: Env, names: list[str], n: int, *, one_by_one: bool = False
     return {"keys_present": n, "revoked": len(names),
             "mode": "one by one" if one_by_one else "at once",
             "annotation_to_gone": accounting.latency_summary(tracker.done.values()),
+            "annotation_to_gone_samples_s": [round(v, 4) for v in tracker.done.values()],
             "operator_cpu_seconds": figures["operator_cpu_seconds"],
             "apiserver_cpu_seconds": figures["apiserver_cpu_seconds"],
             "etcd_cpu_seconds": figures["etcd_cpu_seconds"],
@@ -362,19 +417,34 @@ def _created_at(body: Body) -> datetime:
     return parse_time(str(created))
 
 
-async def _set_policy(env: Env, spec: Mapping[str, str]) -> None:
-    await env.api.patch(f"{POLICIES_URL}/{POLICY}", {"spec": dict(spec)})
+async def _set_policy(env: Env, spec: Mapping[str, str], policy: str = STORM_POLICY) -> None:
+    await env.api.patch(f"{POLICIES_URL}/{policy}", {"spec": dict(spec)})
+
+
+async def _rotated_events(env: Env) -> dict[str, int]:
+    """Rotated Events per ApiKey name in the bench namespace (an Event's count included)."""
+    body = await env.api.get(f"/api/v1/namespaces/{NAMESPACE}/events"
+                             "?fieldSelector=reason%3DRotated")
+    per_key: dict[str, int] = {}
+    for event in body.get("items") or []:
+        name = (event.get("involvedObject") or {}).get("name", "")
+        per_key[name] = per_key.get(name, 0) + int(event.get("count") or 1)
+    return per_key
 
 
 async def rotation_storm(env: Env, n: int, grace_seconds: int = 5,
-                         min_age: float = 10.0) -> dict[str, Any]:
-    """Every key due at one instant: the policy's rotateEvery drops below every key's age.
+                         min_age: float = 10.0, present: int | None = None) -> dict[str, Any]:
+    """``n`` keys due at one instant (the first ``n``, which reference the storm's policy;
+    ``present`` keys exist in all): that policy's rotateEvery drops below every key's age.
 
     rotateEvery is the age of the youngest key (at least 10 s and ``min_age``), so that all
     keys are due now and none is due again before the storm is over. Once all have rotated
     the policy is set back; the measured window runs until every old key's grace ended.
+    Rotations per key are counted twice over: from the key versions the driver's watch saw
+    (the version's rise over the window) and from the Rotated Events (at most once each).
     """
     await settle(env)
+    events_before = await _rotated_events(env)
     names = [key_name(i) for i in range(n)]
     bodies = {name: env.observer.apikey(name) or {} for name in names}
     youngest = max(_created_at(b) for b in bodies.values())
@@ -416,10 +486,20 @@ async def rotation_storm(env: Env, n: int, grace_seconds: int = 5,
     figures = await window.close(env, n)
     # Keys rotated early are due again after rotateEvery: a storm longer than that shows up
     # here, and its second rotations are inside the window's figures.
-    twice = sum(1 for name in names
-                if key_version(env.observer.apikey(name) or {}) - before[name] >= 2)
+    rotations = {name: key_version(env.observer.apikey(name) or {}) - before[name]
+                 for name in names}
+    events_after = await _rotated_events(env)
+    event_rotations = {name: events_after.get(name, 0) - events_before.get(name, 0)
+                       for name in names}
+    twice = sum(1 for name in names if max(rotations[name], event_rotations[name]) >= 2)
     return {
         "keys": n,
+        "keys_present": present if present is not None else n,
+        "all_rotated": all(r >= 1 for r in rotations.values()),
+        "max_rotations_per_key": max(rotations.values(), default=0),
+        "max_rotated_events_per_key": max(event_rotations.values(), default=0),
+        "keys_with_rotated_event": sum(1 for r in event_rotations.values() if r >= 1),
+        "store_concurrency_limit": STORE_CONCURRENCY_LIMIT,
         "rotate_every_seconds": every,
         "grace_seconds": grace_seconds,
         "all_rotated_seconds": round(all_rotated, 3),
@@ -444,3 +524,77 @@ async def _wait_graces_ended(env: Env, names: list[str], within: float) -> None:
         await env.observer.until(lambda: not holding, within, "the grace periods to end")
     finally:
         env.observer.listeners.remove(track)
+
+
+def _watching(rows: list[dict[str, Any]]) -> int:
+    """Watch requests the process under test has opened (kopf's and the operator's)."""
+    return sum(int(r["count"]) for r in rows if r["actor"] != "bench" and r["verb"] == "watch")
+
+
+async def _restart(env: Env) -> float:
+    """Stop the operator (SIGTERM, as a rollout does) and start a new one; returns the
+    monotonic time the new process was spawned."""
+    await asyncio.to_thread(env.process.stop)
+    spawned = time.monotonic()
+    env.process = OperatorUnderTest(env.workdir, env.cluster.kubeconfig, env.stores,
+                                    env.extra_env)
+    return spawned
+
+
+async def _resumed(env: Env, before: list[dict[str, Any]], n: int) -> float:
+    """Wait until the new operator is up, has opened its watches again and then sent no
+    request for 3 s (it has looked at every existing key); returns the wait's end."""
+    await asyncio.to_thread(env.process.wait_stats)
+    deadline = time.monotonic() + 120 + n * 0.05
+    while _watching(await asyncio.to_thread(env.counts)) <= _watching(before):
+        env.process.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError("the restarted operator opened no watch")
+        await asyncio.sleep(0.2)
+    await settle(env, quiet=3.0, within=120 + n * 0.05)
+    return time.monotonic()
+
+
+async def startup(env: Env, n: int) -> dict[str, Any]:
+    """An operator restart with N existing, Ready keys, twice.
+
+    First alone: every write the new process (and kopf for it) sends until it falls quiet is
+    a rewrite of an existing key, the target being none. Then with a new ApiKey applied the
+    moment the new process is spawned: the time until it is Ready is the time until the
+    restarted operator serves new keys. Two restarts, so that the new key's own writes never
+    mix with the rewrite count.
+    """
+    if not env.ours:
+        raise ValueError("the start-up scenario restarts the operator, not the floor")
+    await settle(env)
+    before = await asyncio.to_thread(env.counts)
+    spawned = await _restart(env)
+    quiet_at = await _resumed(env, before, n)
+    after = await asyncio.to_thread(env.counts)
+    api = accounting.summarize(accounting.diff_counts(before, after), n)
+    stores = accounting.store_delta({"calls": []}, await asyncio.to_thread(env.store_stats))
+    usage = env.process.usage()
+    writes = sum(row["count"] for row in api["rows"]
+                 if row["verb"] in accounting.WRITE_VERBS)
+    resume = {"resume_seconds": round(quiet_at - spawned - 3.0, 2),
+              "writes": writes, "requests": api["requests"],
+              "write_rows": [row for row in api["rows"]
+                             if row["verb"] in accounting.WRITE_VERBS],
+              "by_verb": {v: round(c * n) for v, c in api["by_verb_per_key"].items()},
+              "store_calls": stores["total"], "store_calls_by_method": stores["calls"],
+              "operator_cpu_seconds": round(usage.cpu_seconds, 2),
+              "rss_mb": round(usage.rss_mb, 1)}
+
+    # The second restart: a new key applied at once; Ready = serving.
+    before = await asyncio.to_thread(env.counts)
+    probe = f"startup-{datetime.now(UTC).strftime('%H%M%S')}"
+    spawned = await _restart(env)
+    await env.api.create(env.api.apikey_path(NAMESPACE), apikey_body(probe))
+    await env.observer.until(lambda: probe in env.observer.ready_at, 120 + n * 0.05,
+                             "the new key to be Ready after the restart")
+    ready = env.observer.ready_at[probe] - spawned
+    await _resumed(env, before, n)
+    return {"keys_present": n, "first_restart": resume,
+            "rewrites": writes,
+            "new_key_ready_seconds": round(ready, 3),
+            "second_restart_operator_cpu_seconds": round(env.process.usage().cpu_seconds, 2)}
