@@ -20,7 +20,9 @@ candidates: lightkube (what ``kube.py`` uses, on httpx), the official ``kubernet
 async operator would have to use it, GIL contention and all), ``kubernetes_asyncio`` (on
 aiohttp, which kopf already loads) and raw aiohttp with ``json`` (kopf's own stack: kopf's
 ``kopf._cogs.clients`` helpers need kopf's credential vault and a running operator context,
-so the raw calls stand in for them; they do what those helpers do).
+so the raw calls stand in for them; they do what those helpers do). A fifth, raw httpx
+(``httpx2``, lightkube's transport) with ``json``, tells lightkube's models from its
+transport.
 
 CPU is the client process's user + system time (``resource.getrusage``, all threads),
 per request (per event for the watch). RSS: VmRSS before the import (Python, asyncio, json,
@@ -56,12 +58,13 @@ import yaml
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 GROUP, VERSION, PLURAL = "apikeys.dev", "v1alpha1", "apikeys"
-CLIENTS = ("lightkube", "kubernetes", "kubernetes_asyncio", "aiohttp")
+CLIENTS = ("lightkube", "kubernetes", "kubernetes_asyncio", "aiohttp", "httpx")
 PHASES = ("create", "patch", "get", "watch")
 LABEL = "bench.apikeys.dev/http-client"
 # The distribution each candidate is installed as (for the version in the table).
 DISTRIBUTIONS = {"lightkube": "lightkube", "kubernetes": "kubernetes",
-                 "kubernetes_asyncio": "kubernetes_asyncio", "aiohttp": "aiohttp"}
+                 "kubernetes_asyncio": "kubernetes_asyncio", "aiohttp": "aiohttp",
+                 "httpx": "httpx2"}
 
 
 def rss_mb() -> float:
@@ -361,11 +364,67 @@ class RawAiohttp:
         await self.session.close()
 
 
+class RawHttpx:
+    """httpx (the ``httpx2`` fork lightkube 1.0 runs on) and ``json`` with plain dicts:
+    lightkube's transport without lightkube's models, to tell which of the two costs."""
+
+    async def open(self, kubeconfig: pathlib.Path, concurrency: int) -> None:
+        import httpx2
+
+        server, ca, token = read_kubeconfig(kubeconfig)
+        self.client = httpx2.AsyncClient(
+            base_url=server, verify=ssl.create_default_context(cadata=ca),
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            limits=httpx2.Limits(max_connections=concurrency),
+            timeout=httpx2.Timeout(30.0, read=300.0))
+
+    async def create_secret(self, body: dict[str, Any]) -> None:
+        response = await self.client.post(
+            f"/api/v1/namespaces/{body['metadata']['namespace']}/secrets",
+            content=json.dumps(body), params={"fieldManager": "apikey-operator"},
+            headers={"Content-Type": "application/json"})
+        RawAiohttp._check(response.status_code, response.content)
+        json.loads(response.content)
+
+    async def patch_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+        response = await self.client.patch(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            content=json.dumps(ops), headers={"Content-Type": "application/json-patch+json"})
+        RawAiohttp._check(response.status_code, response.content)
+        json.loads(response.content)
+
+    async def get_secret(self, namespace: str, name: str) -> bool:
+        response = await self.client.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if response.status_code == 404:
+            return False
+        RawAiohttp._check(response.status_code, response.content)
+        json.loads(response.content)
+        return True
+
+    async def watch_secrets(self, namespace: str, client: str, count: int) -> int:
+        seen = 0
+        async with self.client.stream(
+                "GET", f"/api/v1/namespaces/{namespace}/secrets",
+                params={"watch": "true", "labelSelector": f"{LABEL}={client}",
+                        "timeoutSeconds": "300"}) as response:
+            RawAiohttp._check(response.status_code, b"")
+            async for line in response.aiter_lines():
+                if line.strip():
+                    json.loads(line)
+                    seen += 1
+                    if seen >= count:
+                        break
+        return seen
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
 def candidate(name: str) -> Candidate:
     """The candidate's object; its library is imported only inside ``open``."""
     classes: dict[str, Callable[[], Candidate]] = {
         "lightkube": Lightkube, "kubernetes": KubernetesSync,
-        "kubernetes_asyncio": KubernetesAsyncio, "aiohttp": RawAiohttp}
+        "kubernetes_asyncio": KubernetesAsyncio, "aiohttp": RawAiohttp, "httpx": RawHttpx}
     return classes[name]()
 
 
@@ -377,6 +436,7 @@ def import_client(name: str) -> None:
         "kubernetes_asyncio": ("kubernetes_asyncio.client", "kubernetes_asyncio.config",
                                "kubernetes_asyncio.watch"),
         "aiohttp": ("aiohttp",),
+        "httpx": ("httpx2",),
     }[name]
     import importlib
 
