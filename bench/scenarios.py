@@ -544,7 +544,9 @@ async def _restart(env: Env) -> float:
 async def _resumed(env: Env, before: list[dict[str, Any]], n: int) -> float:
     """Wait until the new operator is up, has opened its watches again and then sent no
     request for 3 s (it has looked at every existing key); returns the wait's end."""
-    await asyncio.to_thread(env.process.wait_stats)
+    process = env.process
+    assert isinstance(process, OperatorUnderTest), "only the operator is restarted"
+    await asyncio.to_thread(process.wait_stats)
     deadline = time.monotonic() + 120 + n * 0.05
     while _watching(await asyncio.to_thread(env.counts)) <= _watching(before):
         env.process.check_alive()
