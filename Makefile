@@ -39,7 +39,7 @@ PYTEST_WORKERS ?= 3
 test: $(STAMP) lint tools
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-# The bench extra (matplotlib for the plots; the HTTP clients bench.http_clients compares).
+# The bench extra: matplotlib for the plots.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'
@@ -49,8 +49,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP) control-plane
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-http-clients: $(BENCH_STAMP) control-plane
-	$(BIN)/python -m bench.http_clients $(HTTP_CLIENTS_ARGS)
+# The HTTP client comparison (bench/HTTP_CLIENTS.md) needs the clients it compares, in a venv
+# of its own: installed next to the operator, `kubernetes` would be loaded by kopf's login
+# into every operator process `make bench` measures.
+HTTP_VENV ?= .venv-http-clients
+bench-http-clients: control-plane
+	$(PYTHON) -m venv $(HTTP_VENV)
+	$(HTTP_VENV)/bin/pip install -q -e '.[testing,http-clients]'
+	$(HTTP_VENV)/bin/python -m bench.http_clients $(HTTP_CLIENTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opts = options(args)
     commit_at_start = report.commit()
+    if any(lib.startswith("kubernetes ") for lib in report.machine()["kopf_login_libraries"]):
+        # Not an error (the figures stay comparable within the run), but not the operator's
+        # real footprint either: see the http-clients extra in pyproject.toml.
+        print("warning: the `kubernetes` client is installed in this venv; kopf's login loads "
+              "it into the operator and the floor, adding to their RSS "
+              "(pip uninstall kubernetes kubernetes_asyncio)", file=sys.stderr)
 
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)

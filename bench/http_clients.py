@@ -28,8 +28,11 @@ CPU is the client process's user + system time (``resource.getrusage``, all thre
 per request (per event for the watch). RSS: VmRSS before the import (Python, asyncio, json,
 yaml and ssl loaded), after the import, after the workload. The kube-apiserver's CPU in the
 same window is reported too: a client that sends the same requests should cost the server
-the same. Writes ``HTTP_CLIENTS.md`` and ``http_clients.json`` next to this file; the prose
-in ``HTTP_CLIENTS_NOTES.md`` is appended as the analysis.
+the same. ``make bench-http-clients`` runs it in a venv of its own (``.venv-http-clients``,
+the ``http-clients`` extra): kopf's login would load the ``kubernetes`` client into every
+operator process ``make bench`` measures if it were installed next to the operator.
+Writes ``HTTP_CLIENTS.md`` and ``http_clients.json`` next to this file; the prose in
+``HTTP_CLIENTS_NOTES.md`` is appended as the analysis.
 """
 
 from __future__ import annotations

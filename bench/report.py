@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pathlib
@@ -136,7 +137,18 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "kopf": metadata.version("kopf"),
         "lightkube": metadata.version("lightkube"),
+        # kopf logs in through each client library it finds installed, and so loads it into
+        # the operator's and the floor's processes: memory figures depend on these.
+        "kopf_login_libraries": _installed("pykube-ng", "kubernetes"),
     }
+
+
+def _installed(*distributions: str) -> list[str]:
+    found = []
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return found
 
 
 def _git(*args: str) -> str:
@@ -465,7 +477,10 @@ def markdown(results: Mapping[str, Any], out: pathlib.Path | None = None) -> str
         + "\n",
         f"Machine: {m['cpu_model']} ({m['cpus']} CPUs at {m['cpu_mhz']} MHz), "
         f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}, Python {m['python']}, "
-        f"kopf {m['kopf']}, lightkube {m['lightkube']}. Each size and side gets a fresh real "
+        f"kopf {m['kopf']}, lightkube {m['lightkube']}"
+        + (f" (kopf logs in through {', '.join(m['kopf_login_libraries'])}, loaded into "
+           "both the operator and the floor)" if m.get("kopf_login_libraries") else "")
+        + ". Each size and side gets a fresh real "
         f"control plane: etcd, kube-apiserver {apiserver} and kube-controller-manager "
         "(`apikey_operator.testing.controlplane`, binaries from `tools/build-go-tools`), with "
         "a counting HTTPS proxy in front of the kube-apiserver for the process under test. "
