@@ -20,14 +20,15 @@ pytestmark = pytest.mark.integration
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-# About 100 s on an idle 2-core machine (four control planes are started); more under load.
-@pytest.mark.timeout(480)
+# About 100 s on an idle 2-core machine (four control planes are started); 410 s were seen at a
+# load average of 15, hence the slack.
+@pytest.mark.timeout(900)
 def test_smoke_run_writes_every_figure(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out),
          "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=450, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=870, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
