@@ -59,4 +59,4 @@ bench-http-clients: control-plane
 	$(HTTP_VENV)/bin/python -m bench.http_clients $(HTTP_CLIENTS_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HTTP_VENV) .pytest_cache .mypy_cache .ruff_cache
