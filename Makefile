@@ -55,7 +55,7 @@ bench: $(BENCH_STAMP) control-plane
 HTTP_VENV ?= .venv-http-clients
 bench-http-clients: control-plane
 	$(PYTHON) -m venv $(HTTP_VENV)
-	$(HTTP_VENV)/bin/pip install -q -e '.[testing,http-clients]'
+	$(HTTP_VENV)/bin/pip install -q -e '.[http-clients]'
 	$(HTTP_VENV)/bin/python -m bench.http_clients $(HTTP_CLIENTS_ARGS)
 
 clean:
