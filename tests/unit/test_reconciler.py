@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 import pytest
 
 from apikey_operator.kube import KubeStale, KubeTransient
-from apikey_operator.reconciler import ReconcileFailed, Reconciler, Runtime, StatusCache
+from apikey_operator.reconciler import (
+    ReconcileFailed,
+    Reconciler,
+    Runtime,
+    StatusCache,
+    delete_from_store,
+)
 from apikey_operator.stores.base import (
     Capabilities,
     KeyRef,
@@ -278,3 +284,54 @@ async def test_a_second_writer_with_an_older_view_records_and_announces_nothing_
     assert r.reasons() == ["Provisioned"]
     await other.reconcile(copy.deepcopy(r.api.apikey), {}, None)
     assert r.reasons() == ["Provisioned"]
+
+
+def moving_rig() -> tuple[Rig, MemoryStore]:
+    """A key provisioned in store `memory`, with a second configured store `other`."""
+    r = rig()
+    other = MemoryStore()
+    other.name = "other"
+    r.reconciler.rt.stores = {"memory": r.store, "other": other}
+    return r, other
+
+
+def move_to(r: Rig, store: str) -> None:
+    r.api.apikey["spec"]["store"] = store
+    r.api.apikey["metadata"]["generation"] += 1
+
+
+async def test_a_store_move_is_a_graceful_rotation_that_retires_the_old_entry() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    first = r.store.state.current
+    assert first is not None and first.version == 1
+    r.at(T0 + timedelta(minutes=1))
+    move_to(r, "other")
+    await r.reconcile()
+    # The new key is current in the new store; the old one stays valid in the old store.
+    assert other.state.current is not None and other.state.current.version == 2
+    assert r.store.state.current == first
+    data = r.api.secrets["billing"]["data"]
+    assert set(data) == {"api-key", "api-key-previous"}
+    status = r.api.apikey["status"]
+    assert (status["store"], status["formerStores"]) == ("other", ["memory"])
+    assert status["previousKey"]["version"] == 1
+    assert r.reasons()[-1] == "Rotated" and "(storeChange)" in r.events[-1][2]
+    r.at(T0 + timedelta(days=1, minutes=2))
+    await r.reconcile()
+    # Grace over: out of the Secret, then the old store's entry is deleted.
+    assert not r.store.state.exists and r.store.calls[-1] == "delete"
+    assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
+    assert "formerStores" not in r.api.apikey["status"]
+    assert r.reasons()[-1] == "GraceExpired"
+
+
+async def test_deleting_an_apikey_mid_move_deletes_its_entry_in_every_store() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    assert r.store.state.exists and other.state.exists
+    cleanup = await delete_from_store(r.reconciler.rt, copy.deepcopy(r.api.apikey))
+    assert not r.store.state.exists and not other.state.exists
+    assert cleanup.incomplete == ""
