@@ -7,18 +7,18 @@ whole entry is deleted. While it lasts, and after a crash anywhere in it, the ve
 spread over several entries. `pool` folds them into the one `StoreState` the rotation state
 machine plans with, and remembers where each version lives so each step can be sent there.
 
-Version numbers grow across stores (a move writes the next number after the old store's),
-so "the newest current version" says which entry the consumers are on, whatever the spec
-says meanwhile: the pool is derived from the stores, never from the spec alone, and that is
-what makes every step of a move, and a second move in the middle of one, converge.
+Which entry holds the current key comes from the status (status.store, status.formerStores,
+written with every change they describe) plus the one thing a crash can leave unrecorded:
+what the move itself wrote in the new store. That is what makes every step of a move, and a
+second move in the middle of one, converge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from apikey_operator.keys import fingerprint
 from apikey_operator.stores.base import KeyRef, StoreState, VersionDocument
 
 # The origin of a version in the ApiKey's own store (the one spec.store names).
@@ -40,7 +40,9 @@ class Pool:
 
     view: StoreState
     location: str
-    origin: Mapping[int, str] = field(default_factory=dict)
+    current_at: str = TARGET
+    previous_at: str = TARGET
+    pending_at: str = TARGET
     # Entries holding nothing the view uses (an interrupted earlier move): deleted once the
     # Secret no longer holds their keys.
     leftovers: tuple[str, ...] = ()
@@ -50,11 +52,7 @@ class Pool:
     @property
     def active(self) -> str:
         """Where the current version lives."""
-        current = self.view.current
-        return self.origin.get(current.version, TARGET) if current is not None else TARGET
-
-    def holds_elsewhere(self) -> bool:
-        return any(origin != TARGET for origin in self.entries)
+        return self.current_at
 
 
 def _docs(state: StoreState) -> tuple[VersionDocument, ...]:
@@ -62,61 +60,96 @@ def _docs(state: StoreState) -> tuple[VersionDocument, ...]:
 
 
 def pool(ref: KeyRef, target: StoreState, target_location: str,
-         elsewhere: tuple[StoreEntry, ...], grace: timedelta) -> Pool:
+         elsewhere: tuple[StoreEntry, ...], grace: timedelta, *,
+         recorded: str | None = None, current_fingerprint: str = "",
+         current_created: datetime | None = None, previous_fingerprint: str = "") -> Pool:
     """Fold the target entry and this ApiKey's entries elsewhere into one state.
 
-    * current: the newest current version of any entry (where the consumers are);
-    * pending: a pending version newer than that, from any entry (an interrupted rotation
-      always finishes first: the Secret may already hold it);
-    * previous: the current entry's own previous, else the newest current of another
-      entry (the old store's key during a move's grace), valid until the move's new
-      version was created plus the grace; at once when it was an emergency revoke.
+    Version numbers cannot tell the entries apart (Vault numbers its versions itself, so a
+    moved key may be version 1 again); the status can, with one gap a crash may leave:
+    `recorded` (status.store: where the current key was when the status was last written,
+    as a name in `elsewhere`, or `TARGET`) and the fingerprints (and the current key's
+    creation time) status.currentKey and status.previousKey show.
+
+    * current: the target's, when the status shows it as current, or when the status never
+      showed it and it is no older than the key the status shows as current (then only this
+      move can have written it: its new key, promoted before the status said so); else the
+      recorded store's (the target holds the previous key of an earlier move, or a leftover);
+    * pending: the current entry's own, else the target's while it holds nothing else (the
+      move's new key, written before the status said so): an interrupted rotation always
+      finishes first, the Secret may already hold it;
+    * previous: the current entry's own, else the current key of another entry (the status's
+      previous key if it is one of them), valid until the current version was created plus
+      the grace, or at once after an emergency revoke.
     """
-    others = [e for e in elsewhere if e.state.exists and e.state.owned_by(ref)]
+    others = {e.name: e for e in elsewhere if e.state.exists and e.state.owned_by(ref)}
     if not others:
         return Pool(target, target_location, entries=(TARGET,) if target.exists else ())
-    entries: list[tuple[str, str, StoreState]] = [(TARGET, target_location, target)]
-    entries += [(e.name, e.location, e.state) for e in others]
-
-    def newest_current(entry: tuple[str, str, StoreState]) -> int:
-        return entry[2].current.version if entry[2].current is not None else 0
-
-    # max() keeps the first of equals: the target wins a tie (nothing to move then).
-    active_name, active_location, active = max(entries, key=newest_current)
+    states = {TARGET: target, **{name: e.state for name, e in others.items()}}
+    locations = {TARGET: target_location, **{name: e.location for name, e in others.items()}}
+    with_current = [name for name, state in states.items() if state.current is not None]
+    if target.current is not None and (
+            recorded in (None, TARGET) or recorded not in states
+            or _newer(target.current, current_fingerprint, current_created,
+                      previous_fingerprint)):
+        current_at = TARGET
+    elif recorded is not None and recorded in states and states[recorded].current is not None:
+        current_at = recorded
+    elif with_current:
+        current_at = max(with_current, key=lambda n: _created(states[n]))
+    else:
+        current_at = TARGET
+    active = states[current_at]
     current = active.current
-    floor = current.version if current is not None else 0
-    origin: dict[int, str] = {}
-    if current is not None:
-        origin[current.version] = active_name
-    pendings = [(e[2].pending, e[0]) for e in entries
-                if e[2].pending is not None and e[2].pending.version > floor]
-    pending = None
-    if pendings:
-        pending, where = max(pendings, key=lambda p: p[0].version)
-        origin[pending.version] = where
-    previous, valid_until = active.previous, active.previous_valid_until
-    if previous is not None:
-        origin[previous.version] = active_name
-    elif current is not None:
-        older = [(e[2].current, e[0]) for e in entries if e[0] != active_name
-                 and e[2].current is not None and e[2].current.version < current.version]
-        if older:
-            previous, where = max(older, key=lambda p: p[0].version)
-            origin[previous.version] = where
+    pending, pending_at = active.pending, current_at
+    if pending is None and current_at != TARGET and target.current is None:
+        pending, pending_at = target.pending, TARGET
+    previous, previous_at = active.previous, current_at
+    valid_until = active.previous_valid_until
+    if previous is None and current is not None:
+        candidates = [n for n in with_current if n != current_at]
+        if candidates:
+            previous_at = next(
+                (n for n in candidates
+                 if fingerprint(_current(states[n]).key) == previous_fingerprint),
+                recorded if recorded in candidates else max(
+                    candidates, key=lambda n: _created(states[n])))
+            previous = states[previous_at].current
             valid_until = current.created_at + (
                 timedelta() if current.trigger == "revoke" else grace)
     handled: dict[str, str] = {}
-    for _name, _location, state in (*entries[1:], entries[0]):
-        handled.update(state.handled)
+    for name, state in states.items():
+        if name != current_at:
+            handled.update(state.handled)
     handled.update(active.handled)
     view = StoreState(exists=True, owner_uid=ref.uid, current=current, previous=previous,
                       previous_valid_until=valid_until, pending=pending, handled=handled)
-    used = set(origin.items())
-    leftovers = tuple(name for name, _location, state in entries if state.exists and not any(
-        (doc.version, name) in used for doc in _docs(state)))
-    return Pool(view, active_location if current is not None else target_location,
-                origin, leftovers,
-                tuple(name for name, _location, state in entries if state.exists))
+    used = {current_at if current else None, previous_at if previous else None,
+            pending_at if pending else None}
+    leftovers = tuple(n for n, state in states.items() if state.exists and n not in used)
+    return Pool(view, locations[current_at] if current is not None else target_location,
+                current_at, previous_at, pending_at, leftovers,
+                tuple(n for n, state in states.items() if state.exists))
+
+
+def _newer(doc: VersionDocument, current_fingerprint: str, current_created: datetime | None,
+           previous_fingerprint: str) -> bool:
+    """Whether `doc` is the key the status shows as current, or one written after it."""
+    shown = fingerprint(doc.key)
+    if shown == current_fingerprint:
+        return True
+    if shown == previous_fingerprint:
+        return False
+    return current_created is None or doc.created_at >= current_created
+
+
+def _created(state: StoreState) -> datetime:
+    return _current(state).created_at
+
+
+def _current(state: StoreState) -> VersionDocument:
+    assert state.current is not None
+    return state.current
 
 
 def entry_state(target: StoreState, elsewhere: tuple[StoreEntry, ...],

@@ -278,7 +278,7 @@ class Plan:
 def plan(obs: Observation) -> Plan:
     """The next step for one ApiKey, with its readiness, status, Events and wake-up time."""
     grace = _grace_and_period(obs)[0]
-    placed = pool(obs.ref, obs.store, obs.store_location, obs.elsewhere, grace)
+    placed = _pool(obs, grace)
     # The state machine plans with every entry's versions as one; each step then goes to
     # the store that holds its version.
     viewed = replace(obs, store=placed.view, store_location=placed.location)
@@ -290,13 +290,34 @@ def plan(obs: Observation) -> Plan:
     return _with_placement(obs, placed, result)
 
 
+def _pool(obs: Observation, grace: timedelta) -> Pool:
+    """The entries folded into one view, told apart by what the status records."""
+    def named(value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        return TARGET if value == obs.store_name else value
+    def shown(field_name: str, part: str) -> str:
+        entry = obs.status.get(field_name)
+        return str(entry.get(part) or "") if isinstance(entry, Mapping) else ""
+    try:
+        created: datetime | None = parse_time(shown("currentKey", "createdAt"))
+    except ValueError:
+        created = None
+    return pool(obs.ref, obs.store, obs.store_location, obs.elsewhere, grace,
+                recorded=named(obs.status.get("store")),
+                current_fingerprint=shown("currentKey", "fingerprint"),
+                current_created=created,
+                previous_fingerprint=shown("previousKey", "fingerprint"))
+
+
 def _placed_step(obs: Observation, placed: Pool, step: Step) -> Step:
     """`step` sent to the store holding its version. Revoking the key left in a store the
     ApiKey has moved away from deletes that whole entry: nothing stays behind there."""
     if isinstance(step, Promote | PromoteRevoking):
-        return replace(step, store=placed.origin.get(step.version, TARGET))
+        return replace(step, store=placed.pending_at)
     if isinstance(step, Revoke):
-        where = placed.origin.get(step.version, TARGET)
+        # The planner revokes only the previous version (in its grace, or at once).
+        where = placed.previous_at
         if where == placed.active:
             return replace(step, store=where)
         step = RetireStore(where, step.kind)
@@ -370,7 +391,7 @@ def _plan(obs: Observation, placed: Pool) -> Plan:
         old = store.current
         if (emergency and old is not None and store.previous is None
                 and obs.capabilities.promote_revoking and not obs.vendor_keys
-                and placed.origin.get(old.version) == placed.origin.get(pending.version)
+                and placed.current_at == placed.pending_at
                 and old.key not in obs.secret.data.values()):
             return ctx.step(PromoteRevoking(pending.version, old.version))
         until = now if emergency else now + ctx.grace
@@ -754,12 +775,13 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
         return ()
     before = obs.status
     was_current = _recorded(before, "currentKey")
-    valid = store.valid_keys()
+    # Versions can repeat across stores after a store move: a key is told by its fingerprint.
+    valid = {fingerprint(d.key) for d in (store.current, store.previous, store.pending) if d}
     gone = [key for key in (_recorded(before, "previousKey"), was_current)
-            if key is not None and key[0] not in valid]
+            if key is not None and key[1] not in valid]
     events: list[Event] = []
     fp = fingerprint(current.key)
-    rotated = was_current is not None and was_current[0] != current.version
+    rotated = was_current is not None and was_current != (current.version, fp)
     if current.trigger == "revoke" and rotated:
         if store.previous is None:  # announced once every old version is gone
             names = ", ".join(f"{v} ({f})" for v, f in sorted(gone))

@@ -61,6 +61,8 @@ class Cluster:
     events: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # Stores that number versions themselves, from 1 in a new entry (Vault KV does).
+    numbering: tuple[str, ...] = ()
 
     def gather(self) -> Observation:
         names = [self.status.get("store"), *(self.status.get("formerStores") or [])]
@@ -97,6 +99,8 @@ class Cluster:
             target = self.stores[self.store]
             existing = target.current if isinstance(step, CreateInitial) else target.pending
             written = existing or step.document(keys.generate(step.key_format))
+            if existing is None and self.store in self.numbering:
+                written = replace(written, version=max(target.valid_keys(), default=0) + 1)
         if isinstance(step, Revoke | RetireStore | PromoteRevoking):
             where = step.store or self.store
             state = self.stores[where]
@@ -134,8 +138,8 @@ class Cluster:
         self.reconcile()
 
 
-def provisioned() -> Cluster:
-    c = Cluster()
+def provisioned(numbering: tuple[str, ...] = ()) -> Cluster:
+    c = Cluster(numbering=numbering)
     c.reconcile()
     assert c.live() == {"a": [1]} and c.status["store"] == "a"
     return c
@@ -185,11 +189,14 @@ def count_steps_of_a_move() -> int:
     return len(c.steps) - before
 
 
-# Crash after 0..all steps, the last one before the status write that follows it.
+# Crash after 0..all steps, the last one before the status write that follows it; with a new
+# store that numbers its versions itself (the moved key is version 1 again there) too.
+@pytest.mark.parametrize("numbering", [(), ("b",)], ids=["same-numbers", "own-numbers"])
 @pytest.mark.parametrize("crash_after", range(count_steps_of_a_move() + 1))
 def test_a_crash_after_any_step_of_a_move_converges_on_the_same_outcome(
-        crash_after: int) -> None:
-    c = provisioned()
+        crash_after: int, numbering: tuple[str, ...]) -> None:
+    c = provisioned(numbering)
+    moved = 1 if numbering else 2
     c.store, c.now = "b", T0 + timedelta(hours=1)
     first = c.stores["a"].current
     assert first is not None
@@ -197,7 +204,7 @@ def test_a_crash_after_any_step_of_a_move_converges_on_the_same_outcome(
     c.reconcile(crash_after=crash_after)
     if len(c.steps) - steps_before == crash_after:  # the crash came during the move itself
         c.reconcile()
-        assert c.live() == {"a": [1], "b": [2]}
+        assert c.live() == {"a": [1], "b": [moved]}
         assert (c.status["store"], c.status["formerStores"]) == ("b", ["a"])
         assert first.key in c.secret.data.values()
         c.now = T0 + timedelta(hours=26)
@@ -206,28 +213,38 @@ def test_a_crash_after_any_step_of_a_move_converges_on_the_same_outcome(
         c.now = T0 + timedelta(hours=26)
         c.reconcile(crash_after=crash_after - (len(c.steps) - steps_before))
         c.reconcile()
-    assert c.live() == {"b": [2]}
+    assert c.live() == {"b": [moved]}
     assert first.key in c.revoked and first.key not in c.secret.data.values()
     assert c.status["store"] == "b" and not c.status.get("formerStores")
     assert c.events.count("Rotated") == 1 and c.events.count("GraceExpired") == 1
 
 
+@pytest.mark.parametrize("numbering", [(), ("a", "b", "c")], ids=["same-numbers", "own-numbers"])
 @pytest.mark.parametrize("back_to", ["a", "c"])
-def test_a_second_move_mid_grace_waits_then_leaves_nothing_behind(back_to: str) -> None:
-    c = provisioned()
+def test_a_second_move_mid_grace_waits_then_leaves_nothing_behind(
+        back_to: str, numbering: tuple[str, ...]) -> None:
+    c = provisioned(numbering)
+    first = c.stores["a"].current
     c.move("b", timedelta(hours=1))
+    second = c.stores["b"].current
+    assert first is not None and second is not None
     c.move(back_to, timedelta(hours=2))
-    assert c.live() == {"a": [1], "b": [2]}
+    assert c.stores["a"].current == first and c.stores["b"].current == second
     assert c.status["queuedRotation"]["trigger"] == "storeChange"
     assert c.status["store"] == "b"
+    assert c.secret.data == {"api-key": second.key, "api-key-previous": first.key}
     c.now = T0 + timedelta(hours=25, seconds=1)
     c.reconcile()
-    assert c.live() == {"b": [2], back_to: [3]}
+    third = c.stores[back_to].current
+    assert third is not None and third.key not in (first.key, second.key)
+    assert set(c.live()) == {"b", back_to} and first.key in c.revoked
+    assert c.secret.data == {"api-key": third.key, "api-key-previous": second.key}
     assert (c.status["store"], c.status["formerStores"]) == (back_to, ["b"])
     c.now = T0 + timedelta(hours=50)
     c.reconcile()
-    assert c.live() == {back_to: [3]}
+    assert c.live() == {back_to: [third.version]}
     assert not c.status.get("formerStores")
+    assert c.events.count("Rotated") == 2 and c.events.count("GraceExpired") == 2
 
 
 def test_an_emergency_revoke_mid_move_revokes_the_old_stores_key_at_once() -> None:
