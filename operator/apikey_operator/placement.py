@@ -62,7 +62,8 @@ def _docs(state: StoreState) -> tuple[VersionDocument, ...]:
 def pool(ref: KeyRef, target: StoreState, target_location: str,
          elsewhere: tuple[StoreEntry, ...], grace: timedelta, *,
          recorded: str | None = None, current_fingerprint: str = "",
-         current_created: datetime | None = None, previous_fingerprint: str = "") -> Pool:
+         current_created: datetime | None = None, previous_fingerprint: str = "",
+         previous_until: datetime | None = None, now: datetime | None = None) -> Pool:
     """Fold the target entry and this ApiKey's entries elsewhere into one state.
 
     Version numbers cannot tell the entries apart (Vault numbers its versions itself, so a
@@ -79,8 +80,10 @@ def pool(ref: KeyRef, target: StoreState, target_location: str,
       move's new key, written before the status said so): an interrupted rotation always
       finishes first, the Secret may already hold it;
     * previous: the current entry's own, else the current key of another entry (the status's
-      previous key if it is one of them), valid until the current version was created plus
-      the grace, or at once after an emergency revoke.
+      previous key if it is one of them), valid until the status says (`previous_until`),
+      or, until the status shows it as the previous key, for the grace from `now`: the grace
+      starts when the move is first recorded, so no crash or outage shortens it; at once
+      after an emergency revoke.
     """
     others = {e.name: e for e in elsewhere if e.state.exists and e.state.owned_by(ref)}
     if not others:
@@ -115,8 +118,13 @@ def pool(ref: KeyRef, target: StoreState, target_location: str,
                 recorded if recorded in candidates else max(
                     candidates, key=lambda n: _created(states[n])))
             previous = states[previous_at].current
-            valid_until = current.created_at + (
-                timedelta() if current.trigger == "revoke" else grace)
+            assert previous is not None and now is not None
+            if current.trigger == "revoke":
+                valid_until = now
+            elif previous_until is not None and fingerprint(previous.key) == previous_fingerprint:
+                valid_until = previous_until
+            else:
+                valid_until = now + grace
     handled: dict[str, str] = {}
     for name, state in states.items():
         if name != current_at:

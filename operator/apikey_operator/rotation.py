@@ -299,15 +299,17 @@ def _pool(obs: Observation, grace: timedelta) -> Pool:
     def shown(field_name: str, part: str) -> str:
         entry = obs.status.get(field_name)
         return str(entry.get(part) or "") if isinstance(entry, Mapping) else ""
-    try:
-        created: datetime | None = parse_time(shown("currentKey", "createdAt"))
-    except ValueError:
-        created = None
+    def shown_time(field_name: str, part: str) -> datetime | None:
+        try:
+            return parse_time(shown(field_name, part))
+        except ValueError:
+            return None
     return pool(obs.ref, obs.store, obs.store_location, obs.elsewhere, grace,
                 recorded=named(obs.status.get("store")),
                 current_fingerprint=shown("currentKey", "fingerprint"),
-                current_created=created,
-                previous_fingerprint=shown("previousKey", "fingerprint"))
+                current_created=shown_time("currentKey", "createdAt"),
+                previous_fingerprint=shown("previousKey", "fingerprint"),
+                previous_until=shown_time("previousKey", "validUntil"), now=obs.now)
 
 
 def _placed_step(obs: Observation, placed: Pool, step: Step) -> Step:
