@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from apikey_operator import cli, handlers
 from apikey_operator.config import Settings, build_stores
+from apikey_operator.kube import KubeClient
 from apikey_operator.stores.base import Store
 from bench.instrumented_store import STATS, InstrumentedStore
 
@@ -33,10 +34,11 @@ PROFILE_ENV = "APIKEY_BENCH_PROFILE"
 
 
 def _instrument_stores() -> None:
-    """The handlers build their stores at kopf's startup through this name: wrap it."""
+    """The CLI builds the stores (handlers.build_operator) through this name: wrap it."""
 
-    def build_instrumented(settings: Settings) -> dict[str, Store]:
-        return {name: InstrumentedStore(store) for name, store in build_stores(settings).items()}
+    def build_instrumented(settings: Settings, kube: KubeClient | None = None) -> dict[str, Store]:
+        return {name: InstrumentedStore(store)
+                for name, store in build_stores(settings, kube).items()}
 
     handlers.build_stores = build_instrumented  # type: ignore[attr-defined]
 

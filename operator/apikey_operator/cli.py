@@ -654,19 +654,14 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from apikey_operator import handlers, metrics
-    from apikey_operator.config import (
-        ConfigError,
-        build_generators,
-        build_stores,
-        settings_from_args,
-    )
+    from apikey_operator.config import ConfigError, settings_from_args
 
     try:
         settings = settings_from_args(args.config, args.namespace, args.standalone,
                                       args.metrics_port, args.health_port, args.log_format)
-        # Validate every store and generator now: refuse to start on a bad config.
-        build_stores(settings)
-        build_generators(settings)
+        # Building every store and generator is their validation: a bad config never starts,
+        # and what is built here is what kopf runs (handed over as the operator's memo).
+        operator = handlers.build_operator(settings)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"{PROG}: config: {line}", file=sys.stderr)
@@ -683,7 +678,6 @@ def _run(args: argparse.Namespace) -> int:
         for noisy in ("httpx2", "httpx", "httpcore2"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("kopf.objects").addFilter(handlers.QuietEventHandlers())
-    handlers.configure(settings)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
@@ -698,6 +692,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=list(settings.namespaces),
         clusterwide=not settings.namespaces,
         liveness_endpoint=liveness,
+        memo=operator.memo(),
     )
     return EXIT_OK
 

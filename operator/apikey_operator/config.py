@@ -6,13 +6,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from apikey_operator import generators
 from apikey_operator.generators import GeneratorConfigError, KeyGenerator
 from apikey_operator.stores import Store, StoreConfigError, factory_for
+
+if TYPE_CHECKING:
+    from apikey_operator.kube import KubeClient
 
 DEFAULT_OPERATOR_NAMESPACE = "apikey-operator"
 CONFIG_ENV = "APIKEY_OPERATOR_CONFIG"
@@ -90,14 +93,14 @@ def _named_blocks(value: object, section: str, types: str,
     return blocks
 
 
-def build_stores(settings: Settings) -> dict[str, Store]:
+def build_stores(settings: Settings, kube: KubeClient | None = None) -> dict[str, Store]:
     """Construct every configured store, collecting one message per bad store."""
     stores: dict[str, Store] = {}
     problems = []
     for name, block in settings.store_configs.items():
         try:
             factory = factory_for(str(block["type"]))
-            stores[name] = factory(name, block, settings.operator_namespace)
+            stores[name] = factory(name, block, settings.operator_namespace, kube)
         except StoreConfigError as exc:
             problems.append(f"stores.{name}: {exc}" if not str(exc).startswith("stores.")
                             else str(exc))
@@ -106,14 +109,15 @@ def build_stores(settings: Settings) -> dict[str, Store]:
     return stores
 
 
-def build_generators(settings: Settings) -> dict[str, KeyGenerator]:
+def build_generators(settings: Settings,
+                     kube: KubeClient | None = None) -> dict[str, KeyGenerator]:
     """Construct every configured key generator, one message per bad one."""
     built: dict[str, KeyGenerator] = {}
     problems = []
     for name, block in settings.generator_configs.items():
         try:
             factory = generators.factory_for(str(block["type"]))
-            built[name] = factory(name, block, settings.operator_namespace)
+            built[name] = factory(name, block, settings.operator_namespace, kube)
         except GeneratorConfigError as exc:
             problems.append(f"generators.{name}: {exc}" if not str(exc).startswith("generators.")
                             else str(exc))

@@ -15,9 +15,10 @@ import copy
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -45,6 +46,7 @@ from apikey_operator.stores import StoreError
 from apikey_operator.stores.kubernetes import STORE_LABEL
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 FINALIZER = f"{GROUP}/finalizer"
 BACKOFF_START = 1.0
 BACKOFF_CAP = 300.0
@@ -53,13 +55,14 @@ BACKOFF_CAP = 300.0
 # without our label): such keys also look again on a bounded backoff.
 CONFLICT_REASONS = frozenset({Reason.SECRET_CONFLICT, Reason.STORE_CONFLICT})
 CONFLICT_RETRY_START = 2.0
+VANISHED_LIMIT = 10_000
+RESYNC_CONCURRENCY = 8
 
 
 @dataclass
 class Worker:
     namespace: str
     name: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
     trigger_state: tuple[Any, ...] = ()
     secret_name: str = ""
     secret_digest: str = ""
@@ -69,6 +72,38 @@ class Worker:
     gone: bool = False
     # The compliance findings last exported (a new KeyTooOld posts its Warning).
     findings: frozenset[str] = frozenset()
+    backoff: float = BACKOFF_START
+    conflict_backoff: float = CONFLICT_RETRY_START
+    # Woken since the last pass began; `_waiter` is the sleep in progress. A future and a
+    # timer, not an Event and two tasks: a sleeping key should cost as little as possible.
+    woken: bool = False
+    first_pass: bool = True
+    _waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        self.woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep(self, delay: float | None) -> None:
+        """Until woken or `delay` seconds pass (None: no deadline); a cancellation (kopf
+        stopping the worker) ends it at once."""
+        if self.woken:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if delay is None else loop.call_later(delay, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 # Key changes arrive in bursts (a GitOps sync of a thousand keys): one status write per
@@ -84,7 +119,8 @@ class PolicyReporter:
     after `POLICY_STATUS_INTERVAL`; with nothing marked the task sleeps.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.dirty: set[str] = set()
         self.recorded: dict[str, Mapping[str, Any]] = {}  # by uid: our last write
         self._wake = asyncio.Event()
@@ -112,15 +148,14 @@ class PolicyReporter:
             await asyncio.sleep(POLICY_STATUS_INTERVAL)
             self._wake.clear()
             names, self.dirty = self.dirty, set()
-            runtime = STATE.runtime
-            if runtime is None or self.policies is None or self.refs is None:
+            if self.policies is None or self.refs is None:
                 self.dirty |= names
                 continue
             for name in sorted(names):
                 bodies = self.policies.get(name)
                 body = next(iter(bodies), None) if bodies else None
                 if body is not None:
-                    await self._report(runtime, body, len(self.refs.get(name, ())))
+                    await self._report(self.runtime, body, len(self.refs.get(name, ())))
 
     async def _report(self, runtime: Runtime, body: Mapping[str, Any], keys: int) -> None:
         """Write the policy's status if it changed, and a Warning when it turns invalid."""
@@ -153,10 +188,13 @@ class PolicyReporter:
 
 
 @dataclass
-class OperatorState:
+class Operator:
+    """Everything the handlers share, built once by the CLI (building it is the validation of
+    the config) and handed to kopf as the operator's memo: no module-global state."""
+
     settings: Settings
-    runtime: Runtime | None = None
-    reconciler: Reconciler | None = None
+    runtime: Runtime
+    reconciler: Reconciler = field(init=False)
     workers: dict[str, Worker] = field(default_factory=dict)  # by ApiKey uid
     # Last labels seen per namespace: only to wake the keys of a namespace whose labels changed
     # (the decisions read the kopf index).
@@ -164,11 +202,48 @@ class OperatorState:
     # The policy each key names: a key that starts or stops naming one changes its `keys`.
     key_policies: dict[str, str] = field(default_factory=dict)  # by ApiKey uid
     policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
-    policies: PolicyReporter = field(default_factory=lambda: PolicyReporter())
+    policies: PolicyReporter = field(init=False)
     secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
+    # Uids whose DELETED event came before their worker registered (kopf spawns the daemon
+    # a moment after the first event): the worker finds out here. Bounded: a uid whose
+    # daemon never starts (deleted before kopf saw it live) must not stay forever.
+    vanished: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # After a restart every existing key is looked at once (a crash may have left a step
+    # half done); those passes queue behind these slots so that a key applied meanwhile
+    # is served first, not after thousands of checks of keys that are fine.
+    resync_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(RESYNC_CONCURRENCY))
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(self.runtime)
+        self.policies = PolicyReporter(self.runtime)
+
+    def memo(self) -> kopf.Memo:
+        """kopf hands each handler a shallow copy of this memo: they all share this object."""
+        return kopf.Memo(operator=self)
 
 
-STATE = OperatorState(settings=Settings())
+def build_operator(settings: Settings) -> Operator:
+    """Build the stores, generators and the one Kubernetes client (no I/O yet); raises
+    ConfigError with one line per bad store or generator."""
+    kube = KubeClient()
+    runtime = Runtime(
+        stores=build_stores(settings, kube),
+        generators=build_generators(settings, kube),
+        kube=kube,
+        post_event=_post_event,
+        store_slots=asyncio.Semaphore(settings.max_concurrent_store_calls),
+        on_key_seen=redaction.register,
+    )
+    metrics.KEY_TIMES.clock = runtime.clock
+    return Operator(settings, runtime)
+
+
+def _operator(memo: Any) -> Operator:
+    operator = memo["operator"]
+    if not isinstance(operator, Operator):
+        raise RuntimeError("kopf was started without the operator's memo (handlers.build_operator)")
+    return operator
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -199,24 +274,13 @@ class QuietEventHandlers(logging.Filter):
         return not any(f"Handler '{name}'" in message for name in QUIET_HANDLERS)
 
 
-def configure(settings: Settings) -> None:
-    """Set the settings the handlers use; called by the CLI before kopf starts."""
-    STATE.settings = settings
-    STATE.workers.clear()
-    STATE.namespaces.clear()
-    STATE.key_policies.clear()
-    STATE.policy_specs.clear()
-    STATE.policies = PolicyReporter()
-    STATE.runtime = None
-    STATE.reconciler = None
-
-
 def _post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     kopf.event(dict(body), type=type_, reason=reason, message=message[:1024])  # type: ignore[arg-type]
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator = _operator(memo)
     settings.persistence.finalizer = FINALIZER
     # Keep the user's metadata.annotations free of operator bookkeeping (no GitOps drift).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
@@ -227,39 +291,27 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.event_name_prefix = "apikey-"
     settings.watching.server_timeout = 600
     settings.queueing.worker_limit = 1000
-    if STATE.settings.standalone:
+    if operator.settings.standalone:
         settings.peering.standalone = True
     else:
-        settings.peering.name = STATE.settings.peering_name
+        settings.peering.name = operator.settings.peering_name
         settings.peering.mandatory = False
-    stores = build_stores(STATE.settings)
-    runtime = Runtime(
-        stores=stores,
-        generators=build_generators(STATE.settings),
-        kube=KubeClient(),
-        post_event=_post_event,
-        store_slots=asyncio.Semaphore(STATE.settings.max_concurrent_store_calls),
-        on_key_seen=redaction.register,
-    )
-    STATE.runtime = runtime
-    STATE.reconciler = Reconciler(runtime)
-    STATE.secret_watches = [
-        asyncio.get_running_loop().create_task(_watch_secrets(runtime.kube, namespace))
-        for namespace in (STATE.settings.namespaces or (None,))]
+    operator.secret_watches = [
+        asyncio.get_running_loop().create_task(_watch_secrets(operator, namespace))
+        for namespace in (operator.settings.namespaces or (None,))]
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    for task in STATE.secret_watches:
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    operator = _operator(memo)
+    for task in operator.secret_watches:
         task.cancel()
-    for task in STATE.secret_watches:
+    for task in operator.secret_watches:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    STATE.secret_watches = []
-    await STATE.policies.close()
-    runtime = STATE.runtime
-    if runtime is None:
-        return
+    operator.secret_watches = []
+    await operator.policies.close()
+    runtime = operator.runtime
     for store in runtime.stores.values():
         await store.close()
     for generator in runtime.generators.values():
@@ -275,61 +327,67 @@ def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 @kopf.on.event(GROUP, VERSION, "apikeys")
-async def apikey_event(body: kopf.Body, uid: str, type: str | None, **kwargs: Any) -> None:
+async def apikey_event(body: kopf.Body, uid: str, type: str | None, memo: kopf.Memo,
+                       **kwargs: Any) -> None:
+    operator = _operator(memo)
     policy = None if type == "DELETED" else _policy_name(body)
-    if STATE.key_policies.get(uid) != policy:
-        STATE.policies.refs = kwargs["policy_refs"]
-        STATE.policies.mark(STATE.key_policies.get(uid))
-        STATE.policies.mark(policy)
+    if operator.key_policies.get(uid) != policy:
+        operator.policies.refs = kwargs["policy_refs"]
+        operator.policies.mark(operator.key_policies.get(uid))
+        operator.policies.mark(policy)
     if policy is None:
-        STATE.key_policies.pop(uid, None)
+        operator.key_policies.pop(uid, None)
     else:
-        STATE.key_policies[uid] = policy
-    worker = STATE.workers.get(uid)
+        operator.key_policies[uid] = policy
+    worker = operator.workers.get(uid)
     if worker is None:
+        if type == "DELETED":
+            operator.vanished[uid] = None
+            while len(operator.vanished) > VANISHED_LIMIT:
+                operator.vanished.popitem(last=False)
         return
     if type == "DELETED":
         worker.gone = True
-        worker.wake.set()
+        worker.wake()
         return
     # Our own status patches come back as events too; only wake for what changes a decision.
     if _trigger_state(body) != worker.trigger_state:
-        worker.wake.set()
+        worker.wake()
 
 
-def _on_secret(body: Mapping[str, Any], type: str | None) -> None:
+def _on_secret(operator: Operator, body: Mapping[str, Any], type: str | None) -> None:
     """A consumer Secret changed: keep the Secret cache true and wake the key that owns it."""
-    if STATE.runtime is not None:
-        if type != "DELETED" and STATE.runtime.secrets.holds(body):
-            return  # the echo of our own write: nothing changed that we do not know
-        STATE.runtime.secrets.observed(body, deleted=type == "DELETED")
+    if type != "DELETED" and operator.runtime.secrets.holds(body):
+        return  # the echo of our own write: nothing changed that we do not know
+    operator.runtime.secrets.observed(body, deleted=type == "DELETED")
     meta = body.get("metadata", {})
     if type == "DELETED":
         # A Secret that blocked a key (SecretConflict) is gone: that key can provision now.
-        for blocked in STATE.workers.values():
+        for blocked in operator.workers.values():
             if (blocked.namespace, blocked.secret_name) == (meta.get("namespace"),
                                                             meta.get("name")):
-                blocked.wake.set()
+                blocked.wake()
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") != "ApiKey" or not ref.get("controller"):
             continue
-        worker = STATE.workers.get(str(ref.get("uid")))
+        worker = operator.workers.get(str(ref.get("uid")))
         if worker is None:
             continue
         digest = "" if type == "DELETED" else secret_digest(body.get("data"))
         if digest != worker.secret_digest:
-            worker.wake.set()
+            worker.wake()
 
 
-async def _watch_secrets(kube: KubeClient, namespace: str | None) -> None:
+async def _watch_secrets(operator: Operator, namespace: str | None) -> None:
     """Our consumer Secrets only, selected by the API server (managed-by label, and not the
     built-in store's own): a tenant's other Secrets never reach the operator, so no number
     or size of them can exhaust its memory. A Secret without our label that blocks a key
     (SecretConflict) is not seen going away; the conflict's bounded retry finds that out."""
+    kube = operator.runtime.kube
     async for type_, body in kube.watch_secrets(namespace, {MANAGED_BY_LABEL: MANAGED_BY},
                                                 (STORE_LABEL,)):
         try:
-            _on_secret(body, type_)
+            _on_secret(operator, body, type_)
         except Exception:  # one odd object must not end the watch for every key
             logger.exception("could not handle a Secret event")
 
@@ -367,24 +425,26 @@ def _policy_name(body: Mapping[str, Any]) -> str | None:
 
 
 @kopf.on.event(GROUP, VERSION, "rotationpolicies")
-async def policy_event(name: str, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def policy_event(name: str, type: str | None, body: kopf.Body, memo: kopf.Memo,
+                       **kwargs: Any) -> None:
+    operator = _operator(memo)
     # Only a changed spec (or a deletion) changes a key's decision; the policy's own status
     # writes come back here too and must not wake thousands of workers.
     raw = body.get("spec")
     spec = None if type == "DELETED" else (dict(raw) if isinstance(raw, Mapping) else {})
-    if STATE.policy_specs.get(name) != spec:
-        for worker in STATE.workers.values():
+    if operator.policy_specs.get(name) != spec:
+        for worker in operator.workers.values():
             if worker.policy_name == name:
-                worker.wake.set()
+                worker.wake()
     if spec is None:
-        STATE.policy_specs.pop(name, None)
+        operator.policy_specs.pop(name, None)
     else:
-        STATE.policy_specs[name] = copy.deepcopy(spec)
+        operator.policy_specs[name] = copy.deepcopy(spec)
     if type != "DELETED":
         # The reporter reads the indexes kopf keeps (they are only handed to handlers).
-        STATE.policies.policies = kwargs["policy_index"]
-        STATE.policies.refs = kwargs["policy_refs"]
-        STATE.policies.mark(name)
+        operator.policies.policies = kwargs["policy_index"]
+        operator.policies.refs = kwargs["policy_refs"]
+        operator.policies.mark(name)
 
 
 @kopf.index("v1", "namespaces")
@@ -403,93 +463,135 @@ def _namespace_labels(index: kopf.Index[str, dict[str, str]],
 
 
 @kopf.on.event("v1", "namespaces")
-async def namespace_event(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
+async def namespace_event(body: kopf.Body, name: str, type: str | None, memo: kopf.Memo,
+                          **_: Any) -> None:
+    operator = _operator(memo)
     labels = dict(body.get("metadata", {}).get("labels") or {})
     if type == "DELETED":
-        STATE.namespaces.pop(name, None)
+        operator.namespaces.pop(name, None)
         return
-    if STATE.namespaces.get(name) == labels:
+    if operator.namespaces.get(name) == labels:
         return
-    STATE.namespaces[name] = labels
-    for worker in STATE.workers.values():
+    operator.namespaces[name] = labels
+    for worker in operator.workers.values():
         if worker.namespace == name and worker.policy_name:
-            worker.wake.set()
+            worker.wake()
 
 
-@kopf.daemon(GROUP, VERSION, "apikeys", cancellation_timeout=10.0)  # type: ignore[arg-type]
+# kopf stops a daemon (deletion, a paused replica, exit) by cancelling it at once and then
+# waiting up to this long: a sleeping worker simply ends, a step in flight is shielded and
+# finishes first (steps are crash-safe anyway; a finished one is also recorded and announced).
+STEP_GRACE = 10.0
+
+
+@kopf.daemon(GROUP, VERSION, "apikeys", cancellation_timeout=STEP_GRACE)  # type: ignore[arg-type]
 async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                         stopped: kopf.DaemonStopped, logger: kopf.Logger,
                         policy_index: kopf.Index[str, Mapping[str, Any]],
-                        namespace_index: kopf.Index[str, dict[str, str]], **_: Any) -> None:
+                        namespace_index: kopf.Index[str, dict[str, str]], memo: kopf.Memo,
+                        **_: Any) -> None:
+    operator = _operator(memo)
     worker = Worker(namespace=namespace, name=name)
-    STATE.workers[uid] = worker
-    backoff = BACKOFF_START
-    conflict_backoff = CONFLICT_RETRY_START
+    operator.workers[uid] = worker
+    if uid in operator.vanished:
+        del operator.vanished[uid]
+        worker.gone = True
     try:
         while not stopped:
             if worker.gone:
-                await _clean_up_after_vanished(body, uid, logger)
+                await _shielded(_clean_up_after_vanished(operator, body, uid, logger))
                 return
-            reconciler = STATE.reconciler
-            if reconciler is None:
-                await asyncio.sleep(0.1)
-                continue
-            worker.wake.clear()
-            worker.trigger_state = _trigger_state(body)
-            spec = body.get("spec") or {}
-            ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
-            worker.policy_name = str(ref.get("name")) if isinstance(ref, Mapping) else None
-            worker.secret_name = _secret_name(body)
-            raw_status = body.get("status")
-            status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
-            snapshot = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey",
-                        "metadata": dict(body.get("metadata", {})),
-                        "spec": dict(spec) if isinstance(spec, Mapping) else spec,
-                        "status": status}
-            labels = _namespace_labels(namespace_index, namespace)
-            if labels is None and worker.policy_name:
-                # Our namespace is not indexed yet (created a moment ago): its event wakes us.
-                await _sleep(worker.wake, stopped, 5.0)
-                continue
-            delay: float | None
-            try:
-                outcome = await reconciler.reconcile(snapshot, _policies(policy_index), labels)
-            except ReconcileFailed as exc:
-                delay = _jittered(max(backoff, exc.retry_after or 0.0))
-                backoff = min(backoff * 2, BACKOFF_CAP)
-                logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
-            except Exception:  # a bug must not stop this key's worker for good
-                delay = _jittered(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP)
-                logger.exception("unexpected error while reconciling; retrying in %.1fs", delay)
-            else:
-                delay = None
-                backoff = BACKOFF_START
-                worker.secret_digest = outcome.secret_digest
-                if outcome.wake_at is not None:
-                    delay = max(0.0, (outcome.wake_at - reconciler.rt.clock()).total_seconds())
-                if outcome.ready_reason in CONFLICT_REASONS:
-                    retry = _jittered(conflict_backoff)
-                    conflict_backoff = min(conflict_backoff * 2, BACKOFF_CAP)
-                    delay = retry if delay is None else min(delay, retry)
-                else:
-                    conflict_backoff = CONFLICT_RETRY_START
-            _report_findings(worker, snapshot, _policies(policy_index))
-            await _sleep(worker.wake, stopped, delay)
+            worker.woken = False
+            delay = await _shielded(_pass(operator, worker, body, logger, policy_index,
+                                          namespace_index))
+            await worker.sleep(delay)
     finally:
-        STATE.workers.pop(uid, None)
-        if STATE.runtime is not None:
-            STATE.runtime.statuses.forget(uid)
+        operator.workers.pop(uid, None)
+        operator.runtime.statuses.forget(uid)
 
 
-def _report_findings(worker: Worker, body: Mapping[str, Any],
+async def _shielded(step: Coroutine[Any, Any, T]) -> T:
+    """Run `step` to its end even when kopf cancels the worker meanwhile, then let the
+    cancellation through."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, STEP_GRACE)
+        raise
+
+
+async def _pass(operator: Operator, worker: Worker, body: kopf.Body, logger: kopf.Logger,
+                policy_index: kopf.Index[str, Mapping[str, Any]],
+                namespace_index: kopf.Index[str, dict[str, str]]) -> float | None:
+    """One reconcile of the key as `body` shows it now; how long to sleep after it (None: until
+    woken). Its own function so that nothing of the snapshot stays alive while the worker
+    sleeps: thousands of sleeping workers are most of the operator's memory."""
+    reconciler = operator.reconciler
+    worker.trigger_state = _trigger_state(body)
+    spec = body.get("spec") or {}
+    worker.policy_name = _policy_name(body)
+    worker.secret_name = _secret_name(body)
+    raw_status = body.get("status")
+    status = dict(raw_status) if isinstance(raw_status, Mapping) else {}
+    snapshot = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey",
+                "metadata": dict(body.get("metadata", {})),
+                "spec": dict(spec) if isinstance(spec, Mapping) else spec,
+                "status": status}
+    labels = _namespace_labels(namespace_index, worker.namespace)
+    if labels is None and worker.policy_name:
+        return 5.0  # our namespace is not indexed yet (created a moment ago): its event wakes us
+    delay: float | None
+    policies = _policies(policy_index)
+    try:
+        if worker.first_pass and _settled(snapshot):
+            async with operator.resync_slots:
+                outcome = await reconciler.reconcile(snapshot, policies, labels)
+        else:
+            outcome = await reconciler.reconcile(snapshot, policies, labels)
+    except ReconcileFailed as exc:
+        delay = _jittered(max(worker.backoff, exc.retry_after or 0.0))
+        worker.backoff = min(worker.backoff * 2, BACKOFF_CAP)
+        logger.warning("reconcile failed, retrying in %.1fs: %s", delay, exc)
+    except Exception:  # a bug must not stop this key's worker for good
+        delay = _jittered(worker.backoff)
+        worker.backoff = min(worker.backoff * 2, BACKOFF_CAP)
+        logger.exception("unexpected error while reconciling; retrying in %.1fs", delay)
+    else:
+        delay = None
+        worker.first_pass = False
+        worker.backoff = BACKOFF_START
+        worker.secret_digest = outcome.secret_digest
+        if outcome.wake_at is not None:
+            delay = max(0.0, (outcome.wake_at - reconciler.rt.clock()).total_seconds())
+        if outcome.ready_reason in CONFLICT_REASONS:
+            retry = _jittered(worker.conflict_backoff)
+            worker.conflict_backoff = min(worker.conflict_backoff * 2, BACKOFF_CAP)
+            delay = retry if delay is None else min(delay, retry)
+        else:
+            worker.conflict_backoff = CONFLICT_RETRY_START
+    _report_findings(operator.runtime, worker, snapshot, policies)
+    return delay
+
+
+def _settled(body: Mapping[str, Any]) -> bool:
+    """Provisioned, its spec seen, no rotate or revoke request waiting: a key whose pass
+    after a restart only checks (a key that asks for something is not queued behind them)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    return (isinstance(status.get("currentKey"), Mapping)
+            and status.get("observedGeneration") == meta.get("generation")
+            and annotations.get(f"{GROUP}/rotate") in (None, status.get("lastHandledRotate"))
+            and annotations.get(f"{GROUP}/revoke") in (None, status.get("lastHandledRevoke")))
+
+
+def _report_findings(runtime: Runtime, worker: Worker, body: Mapping[str, Any],
                      policies: Mapping[str, Mapping[str, Any]]) -> None:
     """Export this key's compliance findings (audit decides them, from the status as last
     written) and post KeyTooOld when it newly holds. After a restart a finding that still
     holds is posted once more: the worker keeps no record of what it posted."""
-    runtime = STATE.runtime
-    if runtime is None:
-        return
     name = _policy_name(body)
     policy: Mapping[str, Any] | audit.PolicyMissing | None = None
     if name is not None:
@@ -504,13 +606,12 @@ def _report_findings(worker: Worker, body: Mapping[str, Any],
     worker.findings = codes
 
 
-async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logger) -> None:
+async def _clean_up_after_vanished(operator: Operator, body: kopf.Body, uid: str,
+                                   logger: kopf.Logger) -> None:
     """The object was deleted without our finalizer's on.delete (or while this worker was
     mid-step): carry out its deletionPolicy in the store and remove the consumer Secret this
     uid owns, so nothing live outlives it. Idempotent with on.delete's own cleanup."""
-    runtime = STATE.runtime
-    if runtime is None:
-        return
+    runtime = operator.runtime
     meta = body.get("metadata", {})
     for attempt in range(5):
         try:
@@ -533,9 +634,9 @@ async def _clean_up_after_vanished(body: kopf.Body, uid: str, logger: kopf.Logge
         logger.warning("could not delete the Secret of the deleted ApiKey: %s", exc)
     logger.info("ApiKey is gone: %s; its worker stops", done)
     # An ApiKey created again under this name may be blocked by what we just removed.
-    for other in STATE.workers.values():
+    for other in operator.workers.values():
         if (other.namespace, other.name) == (namespace, meta.get("name")) and not other.gone:
-            other.wake.set()
+            other.wake()
 
 
 def _secret_name(body: Mapping[str, Any]) -> str:
@@ -552,23 +653,10 @@ def _jittered(delay: float) -> float:
     return min(BACKOFF_CAP, delay * (0.5 + random.random() / 2))  # noqa: S311
 
 
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float | None) -> None:
-    """Sleep until woken, stopped, or `delay` seconds pass (None: no deadline)."""
-    wake_task = asyncio.ensure_future(wake.wait())
-    stop_task = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({wake_task, stop_task}, timeout=delay,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (wake_task, stop_task):
-            task.cancel()
-
-
 @kopf.on.delete(GROUP, VERSION, "apikeys")
-async def apikey_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    runtime = STATE.runtime
-    if runtime is None:
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
+async def apikey_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
+                         **_: Any) -> None:
+    runtime = _operator(memo).runtime
     try:
         cleanup = await delete_from_store(runtime, body)
     except (StoreError, GeneratorError) as exc:

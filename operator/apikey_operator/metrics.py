@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -74,9 +74,11 @@ class _KeyTimes(Collector):
     def __init__(self) -> None:
         self.created: dict[tuple[str, str], datetime] = {}
         self.next_rotation: dict[tuple[str, str], datetime] = {}
+        # The operator's own clock (handlers.build_operator sets it): ages agree with status.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = datetime.now().astimezone()
+        now = self.clock()
         age = GaugeMetricFamily("apikey_key_age_seconds", "Age of the current key",
                                 labels=["namespace", "name"])
         for (ns, name), created in list(self.created.items()):

@@ -74,18 +74,28 @@ class SecretCache:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
+        # Names a create found taken (by a Secret the watch does not show: somebody else's,
+        # or ours before the watch caught up): read these, never assume them absent.
+        self._taken: set[tuple[str, str]] = set()
 
     @staticmethod
     def _version(obj: Mapping[str, Any]) -> int | None:
         raw = (obj.get("metadata") or {}).get("resourceVersion")
         return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
-    def lookup(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
-        """(known, object): known is False when only a GET can tell."""
+    def lookup(self, namespace: str, name: str, *,
+               assume_absent: bool = False) -> tuple[bool, dict[str, Any] | None]:
+        """(known, object): known is False when only a GET can tell. With `assume_absent` a
+        name the cache has never seen is taken as free (the caller's create checks it)."""
         entry = self._entries.get((namespace, name))
         if entry is None:
-            return False, None
+            return assume_absent and (namespace, name) not in self._taken, None
         return True, copy.deepcopy(entry[1])
+
+    def taken(self, namespace: str, name: str) -> None:
+        """A create found this name in use: read it from now on."""
+        self._entries.pop((namespace, name), None)
+        self._taken.add((namespace, name))
 
     def observed(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
         meta = obj.get("metadata") or {}
@@ -94,9 +104,10 @@ class SecretCache:
         if version is None:
             self._entries.pop(key, None)
             return
+        self._taken.discard(key)
         current = self._entries.get(key)
         if current is None or version >= current[0]:
-            self._entries[key] = (version, None if deleted else copy.deepcopy(dict(obj)))
+            self._entries[key] = (version, None if deleted else _slim(obj))
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
@@ -118,6 +129,16 @@ class SecretCache:
         meta = obj.get("metadata") or {}
         entry = self._entries.get((str(meta.get("namespace")), str(meta.get("name"))))
         return entry is not None and entry[1] is not None and entry[0] == self._version(obj)
+
+
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy without `metadata.managedFields`: the server's bookkeeping of who wrote which
+    field, nested dicts nobody here reads, and most of what one cached Secret weighs."""
+    slim = copy.deepcopy({k: v for k, v in obj.items() if k != "metadata"})
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        slim["metadata"] = copy.deepcopy({k: v for k, v in meta.items() if k != "managedFields"})
+    return slim
 
 
 class StatusCache:
@@ -324,7 +345,12 @@ class Reconciler:
                 for doc in (state.current, state.previous, state.pending):
                     if doc is not None:
                         self.rt.on_key_seen(doc.key)
-                known, secret_obj = self.rt.secrets.lookup(ref.namespace, spec.secret_name)
+                # A key never provisioned has no Secret of ours: no GET for it (a brand-new key
+                # would only ever find "absent"). Somebody else's Secret of that name is found
+                # by the create, which fails on it (see _write_secret).
+                known, secret_obj = self.rt.secrets.lookup(
+                    ref.namespace, spec.secret_name,
+                    assume_absent=not isinstance(status.get("currentKey"), Mapping))
                 if not known:
                     secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
                 # Secrets this key projected into before spec.secret.name changed.
@@ -437,7 +463,8 @@ class Reconciler:
                 metrics.ROTATIONS.labels(ref.namespace, ref.name, "initial", "success").inc()
             attempt.obs = rotation.advance(obs, step, written)
         elif isinstance(step, WriteSecret):
-            await self._write_secret(attempt, step)
+            if not await self._write_secret(attempt, step):
+                return  # the name was taken: re-planned with what is there
             crashpoints.reached({"project": "after-project", "expire": "after-expire-secret",
                                  "restore": "after-restore"}[step.purpose])
             if step.event is not None:
@@ -486,7 +513,9 @@ class Reconciler:
             raise
         metrics.ROTATIONS.labels(ref.namespace, ref.name, trigger, "success").inc()
 
-    async def _write_secret(self, attempt: _Attempt, step: WriteSecret) -> None:
+    async def _write_secret(self, attempt: _Attempt, step: WriteSecret) -> bool:
+        """Write the Secret; False when a create found the name taken (the observation then
+        shows what holds it, for the plan to decide: ours to update, or a SecretConflict)."""
         ref = attempt.obs.ref
         new_body = secret_body(ref.namespace, step.name, step.data, step.labels,
                                step.annotations, owner_reference(attempt.body),
@@ -496,10 +525,18 @@ class Reconciler:
                 attempt.secret_obj = await self.rt.kube.create_secret(new_body)
             else:
                 attempt.secret_obj = await self.rt.kube.replace_secret(new_body)
-        except KubeError:
+        except KubeError as exc:
+            if attempt.secret_obj is None and exc.status == 409:
+                self.rt.secrets.taken(ref.namespace, step.name)
+                found = await self.rt.kube.get_secret(ref.namespace, step.name)
+                if found is not None:
+                    attempt.secret_obj = found
+                    attempt.obs = replace(attempt.obs, secret=_secret_view(found))
+                    return False
             self.rt.secrets.forget(ref.namespace, step.name)  # read afresh on the retry
             raise
         self.rt.secrets.observed(attempt.secret_obj)
+        return True
 
     async def _restart(self, body: Mapping[str, Any], ref: KeyRef,
                        targets: tuple[Any, ...], token: str) -> None:

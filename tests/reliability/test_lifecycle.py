@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from apikey_operator import handlers, keys
+from apikey_operator import keys
 from apikey_operator.kube import status_patch
 from apikey_operator.testing.harness import APIKEYS, SECRETS, LocalCluster
 from tests.integration.helpers import apikey
@@ -26,7 +26,8 @@ def cluster() -> Iterator[LocalCluster]:
         assert not local.leaks()
 
 def _settled(cluster: LocalCluster) -> bool:
-    return (not handlers.STATE.workers
+    assert cluster.operator is not None and cluster.operator.operator is not None
+    return (not cluster.operator.operator.workers
             and cluster.api.list_objects(SECRETS, "payments") == []
             and cluster.api.list_objects(SECRETS, "apikey-operator") == [])
 

@@ -30,7 +30,7 @@ from apikey_operator.stores.base import (
     StoreError,
     StoreUnavailable,
 )
-from apikey_operator.stores.retry import BlockingRunner
+from apikey_operator.stores.blocking import BlockingRunner
 from apikey_operator.stores.vault import VaultStore
 from apikey_operator.stores.vault import _classify as vault_classify
 from apikey_operator.stores.vault import parse_config as parse_vault

@@ -107,22 +107,31 @@ class FakeApi:
     version: int = 10
     fail_status: list[Exception] = field(default_factory=list)
     status_writes: int = 0
+    gets: int = 0
+    creates: int = 0
 
     def _bump(self) -> str:
         self.version += 1
         return str(self.version)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
         return copy.deepcopy(self.secrets.get(name))
 
     async def create_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.creates += 1
+        if body["metadata"]["name"] in self.secrets:
+            raise KubeTransient("creating Secret: 409 AlreadyExists", 409)
+        return await self._put(body)
+
+    async def _put(self, body: Mapping[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(dict(body))
         obj["metadata"]["resourceVersion"] = self._bump()
         self.secrets[obj["metadata"]["name"]] = obj
         return copy.deepcopy(obj)
 
     async def replace_secret(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.create_secret(body)
+        return await self._put(body)
 
     async def get_apikey(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.apikey)
@@ -335,3 +344,26 @@ async def test_deleting_an_apikey_mid_move_deletes_its_entry_in_every_store() ->
     cleanup = await delete_from_store(r.reconciler.rt, copy.deepcopy(r.api.apikey))
     assert not r.store.state.exists and not other.state.exists
     assert cleanup.incomplete == ""
+
+
+async def test_a_new_keys_secret_is_created_without_reading_it_first() -> None:
+    r = rig(Capabilities(write_initial=True))
+    await r.reconcile()
+    assert r.api.gets == 0 and r.api.creates == 1
+    assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
+
+
+async def test_somebody_elses_secret_is_found_by_the_create_and_never_overwritten() -> None:
+    r = rig(Capabilities(write_initial=True))
+    foreign = {"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "billing", "namespace": "payments", "resourceVersion": "5"},
+               "data": {"password": "aHVudGVyMg=="}}
+    r.api.secrets["billing"] = copy.deepcopy(foreign)
+    await r.reconcile()
+    assert r.api.secrets["billing"] == foreign
+    ready = {c["type"]: c for c in r.api.apikey["status"]["conditions"]}["Ready"]
+    assert ready["reason"] == "SecretConflict"
+    assert (r.api.creates, r.api.gets) == (1, 1)
+    await r.reconcile()  # the name is known to be taken now: read, not created again
+    assert (r.api.creates, r.api.gets) == (1, 2)
+    assert r.api.secrets["billing"] == foreign

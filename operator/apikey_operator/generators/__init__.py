@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apikey_operator.generators.base import (
     GeneratorConfigError,
@@ -13,6 +13,9 @@ from apikey_operator.generators.base import (
     MintedKey,
 )
 from apikey_operator.registry import Registry
+
+if TYPE_CHECKING:
+    from apikey_operator.kube import KubeClient
 
 __all__ = [
     "GeneratorConfigError",
@@ -25,8 +28,14 @@ __all__ = [
     "register",
 ]
 
-# Arguments: the generator's name in the config, its config mapping, the operator's namespace.
-GeneratorFactory = Callable[[str, Mapping[str, Any], str], KeyGenerator]
+
+class GeneratorFactory(Protocol):
+    """Validates one generator's config block and builds it (no I/O yet); `kube` as for
+    stores (the webhook generator reads its token Secret through it)."""
+
+    def __call__(self, name: str, config: Mapping[str, Any], operator_namespace: str,
+                 kube: KubeClient | None = None) -> KeyGenerator: ...
+
 
 BACKEND_MODULES: Mapping[str, str] = {
     "webhook": "apikey_operator.generators.webhook",

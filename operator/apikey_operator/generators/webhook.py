@@ -44,7 +44,7 @@ from apikey_operator.generators.base import (
 )
 from apikey_operator.keys import KeyFormat
 from apikey_operator.stores.base import KeyRef
-from apikey_operator.stores.retry import ConfigReader
+from apikey_operator.stores.settings import ConfigReader
 
 logger = logging.getLogger(__name__)
 
@@ -511,11 +511,12 @@ class WebhookGenerator:
 
 @register("webhook")
 def webhook_generator(
-    name: str, config: Mapping[str, Any], operator_namespace: str
+    name: str, config: Mapping[str, Any], operator_namespace: str,
+    kube: SecretReader | None = None,
 ) -> WebhookGenerator:
     """The registry's factory: validates the block and builds the generator (no I/O yet)."""
     settings = parse_settings(name, config)
     if settings.url.startswith("http://"):
         logger.warning("generator %s sends its bearer token and keys over plain http "
                        "(allowInsecureHttp): for tests only", name)
-    return WebhookGenerator(name, settings, operator_namespace)
+    return WebhookGenerator(name, settings, operator_namespace, secrets=kube)

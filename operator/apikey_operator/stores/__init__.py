@@ -6,8 +6,8 @@ cloud SDKs (hvac, boto3) are loaded only in their own module and only if needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apikey_operator.registry import Registry
 from apikey_operator.stores.base import (
@@ -20,6 +20,9 @@ from apikey_operator.stores.base import (
     StoreUnavailable,
     VersionDocument,
 )
+
+if TYPE_CHECKING:
+    from apikey_operator.kube import KubeClient
 
 __all__ = [
     "BACKEND_MODULES",
@@ -36,9 +39,17 @@ __all__ = [
     "register",
 ]
 
-# A factory validates one store's config block and builds the store.
-# Arguments: the store's name in the config, its config mapping, the operator's namespace.
-StoreFactory = Callable[[str, Mapping[str, Any], str], Store]
+
+class StoreFactory(Protocol):
+    """Validates one store's config block and builds the store (no I/O yet).
+
+    `kube` is the operator's one Kubernetes client, for a store that talks to the API
+    server; without it such a store opens its own (tests, CLI commands).
+    """
+
+    def __call__(self, name: str, config: Mapping[str, Any], operator_namespace: str,
+                 kube: KubeClient | None = None) -> Store: ...
+
 
 # Config `type` -> module that registers it on import.
 BACKEND_MODULES: Mapping[str, str] = {

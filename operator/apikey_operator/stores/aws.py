@@ -57,15 +57,19 @@ from apikey_operator.stores.base import (
     format_time,
     parse_time,
 )
-from apikey_operator.stores.retry import (
+from apikey_operator.stores.blocking import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_SECONDS,
     BlockingRunner,
     BlockingStore,
-    ConfigReader,
     Deadline,
-    check_ref_names,
+)
+from apikey_operator.stores.sdklogs import (
     silence_sdk_body_logging,
+)
+from apikey_operator.stores.settings import (
+    ConfigReader,
+    check_ref_names,
 )
 
 if TYPE_CHECKING:
@@ -599,7 +603,7 @@ def _check_handles(document: VersionDocument) -> None:
 
 @register("aws-secrets-manager")
 def create_aws_store(
-    name: str, config: Mapping[str, Any], operator_namespace: str
+    name: str, config: Mapping[str, Any], operator_namespace: str, kube: object = None
 ) -> AwsSecretsManagerStore:
     """Validate a `type: aws-secrets-manager` block and build its store (no AWS calls yet)."""
     return AwsSecretsManagerStore(name, parse_config(name, config))

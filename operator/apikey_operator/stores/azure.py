@@ -69,15 +69,19 @@ from apikey_operator.stores.base import (
     format_time,
     parse_time,
 )
-from apikey_operator.stores.retry import (
+from apikey_operator.stores.blocking import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_SECONDS,
     BlockingRunner,
     BlockingStore,
-    ConfigReader,
     Deadline,
-    check_ref_names,
+)
+from apikey_operator.stores.sdklogs import (
     silence_sdk_body_logging,
+)
+from apikey_operator.stores.settings import (
+    ConfigReader,
+    check_ref_names,
 )
 
 # azure-core's HTTP logging policy prints bodies at DEBUG when asked: never let it, and
@@ -634,7 +638,7 @@ def _parse_version(text: str | None, vid: str) -> VersionDocument:
 
 @register("azure-key-vault")
 def create_azure_store(
-    name: str, config: Mapping[str, Any], operator_namespace: str
+    name: str, config: Mapping[str, Any], operator_namespace: str, kube: object = None
 ) -> AzureKeyVaultStore:
     """Validate a `type: azure-key-vault` block and build its store (no Azure calls yet)."""
     return AzureKeyVaultStore(name, parse_config(name, config))

@@ -277,10 +277,11 @@ def _state_of(secret: Mapping[str, Any] | None, ref: KeyRef) -> StoreState:
 
 
 @register("kubernetes")
-def _factory(name: str, config: Mapping[str, Any], operator_namespace: str) -> KubernetesStore:
+def _factory(name: str, config: Mapping[str, Any], operator_namespace: str,
+             kube: KubeClient | None = None) -> KubernetesStore:
     unknown = set(config) - {"type"}
     if unknown:
         raise StoreConfigError(
             f"stores.{name}: unknown field(s) {', '.join(sorted(unknown))} for type kubernetes"
         )
-    return KubernetesStore(name, operator_namespace)
+    return KubernetesStore(name, operator_namespace, kube)

@@ -50,13 +50,15 @@ from apikey_operator.stores.base import (
     format_time,
     parse_time,
 )
-from apikey_operator.stores.retry import (
+from apikey_operator.stores.blocking import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_SECONDS,
     BlockingRunner,
     BlockingStore,
-    ConfigReader,
     Deadline,
+)
+from apikey_operator.stores.settings import (
+    ConfigReader,
     check_ref_names,
 )
 
@@ -690,7 +692,8 @@ def _scopes_value(scopes: tuple[str, ...]) -> str:
 
 
 @register("vault")
-def create_vault_store(name: str, config: Mapping[str, Any], operator_namespace: str) -> VaultStore:
+def create_vault_store(name: str, config: Mapping[str, Any], operator_namespace: str,
+                       kube: object = None) -> VaultStore:
     """Validate a `type: vault` block and build its store (no network access yet)."""
     try:
         return VaultStore(name, parse_config(name, config))

@@ -56,13 +56,15 @@ class OperatorThread:
         self._stop: threading.Event = threading.Event()
         self._ready: threading.Event = threading.Event()
         self.error: BaseException | None = None
+        # Built by start(): the handlers' shared state, for tests that look inside.
+        self.operator: handlers.Operator | None = None
 
     def start(self, timeout: float = 30.0) -> OperatorThread:
         os.environ["KUBECONFIG"] = self.kubeconfig
         os.environ["POD_NAMESPACE"] = self.settings.operator_namespace
         logging.getLogger().addHandler(self.logs)
         logging.getLogger().setLevel(logging.DEBUG)
-        handlers.configure(self.settings)
+        self.operator = handlers.build_operator(self.settings)
         self._thread = threading.Thread(target=self._main, name="apikey-operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -71,6 +73,8 @@ class OperatorThread:
         return self
 
     def _main(self) -> None:
+        assert self.operator is not None, "start() builds the operator first"
+        memo = self.operator.memo()
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(kopf.operator(
@@ -79,6 +83,7 @@ class OperatorThread:
                 peering_name=None if self.settings.standalone else self.settings.peering_name,
                 stop_flag=self._stop,
                 ready_flag=self._ready,
+                memo=memo,
             ))
         except BaseException as exc:
             self.error = exc
