@@ -367,3 +367,34 @@ async def test_somebody_elses_secret_is_found_by_the_create_and_never_overwritte
     await r.reconcile()  # the name is known to be taken now: read, not created again
     assert (r.api.creates, r.api.gets) == (1, 2)
     assert r.api.secrets["billing"] == foreign
+
+
+async def test_a_store_removed_from_the_config_is_reported_never_forgotten() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    # The old store leaves the operator's config mid-grace.
+    r.reconciler.rt.stores = {"other": other}
+    r.at(T0 + timedelta(minutes=1))
+    await r.reconcile()
+    status = r.api.apikey["status"]
+    assert (status["store"], status["formerStores"]) == ("other", ["memory"])
+    cleanup = {c["type"]: c for c in status["conditions"]}["StoreCleanup"]
+    assert (cleanup["status"], cleanup["reason"]) == ("False", "StoreCleanupIncomplete")
+    assert r.events[-1][:2] == ("Warning", "StoreCleanupIncomplete")
+    result = await delete_from_store(r.reconciler.rt, copy.deepcopy(r.api.apikey))
+    assert not other.state.exists
+    assert "store memory is no longer configured" in result.incomplete
+
+
+async def test_retain_leaves_every_store_entry_of_a_moved_key() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    body = copy.deepcopy(r.api.apikey)
+    body["spec"]["deletionPolicy"] = "Retain"
+    await delete_from_store(r.reconciler.rt, body)
+    assert r.store.state.exists and other.state.exists
+    assert "delete" not in r.store.calls + other.calls
