@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from apikey_operator import generators
+from apikey_operator.durations import DurationError, format_duration, parse_duration
 from apikey_operator.generators import GeneratorConfigError, KeyGenerator
 from apikey_operator.stores import Store, StoreConfigError, factory_for
+from apikey_operator.usage import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_WINDOW, UsageConfig
 
 if TYPE_CHECKING:
     from apikey_operator.kube import KubeClient
@@ -39,6 +42,9 @@ class Settings:
     )
     generator_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_concurrent_store_calls: int = 16
+    # Where the operator reads how often keys in their grace are verified (None: nowhere, no
+    # grace ends early).
+    usage: UsageConfig | None = None
 
 
 def load_config(path: str | None) -> tuple[dict[str, Mapping[str, Any]],
@@ -60,7 +66,7 @@ def load_config(path: str | None) -> tuple[dict[str, Mapping[str, Any]],
         return stores, {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {path}: must be a mapping with a 'stores' key")
-    unknown = set(raw) - {"stores", "generators"}
+    unknown = set(raw) - {"stores", "generators", "usage"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}")
     problems: list[str] = []
@@ -71,6 +77,75 @@ def load_config(path: str | None) -> tuple[dict[str, Mapping[str, Any]],
     if problems:
         raise ConfigError("\n".join(problems))
     return stores, generator_blocks
+
+
+def load_usage(path: str | None) -> UsageConfig | None:
+    """The `usage:` section of the configuration file, validated (None when absent)."""
+    if not path:
+        return None
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None  # load_config has already said why
+    if not isinstance(raw, Mapping) or raw.get("usage") is None:
+        return None
+    problems: list[str] = []
+    config = parse_usage(raw["usage"], problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
+
+
+MAX_TIMEOUT = timedelta(seconds=60)
+
+
+def parse_usage(value: object, problems: list[str]) -> UsageConfig | None:
+    """`usage: {prometheus: {url, timeout, interval, window}}`, one problem per bad field.
+
+    The interval cannot go below the contract's one query a minute; the window must cover at
+    least one interval, or consecutive answers would leave time unseen."""
+    if not isinstance(value, Mapping):
+        problems.append("usage: must be a mapping with a 'prometheus' key")
+        return None
+    unknown = set(value) - {"prometheus"}
+    if unknown:
+        problems.append(f"usage: unknown key(s) {sorted(map(str, unknown))}")
+    block = value.get("prometheus")
+    if not isinstance(block, Mapping):
+        problems.append("usage.prometheus: must be a mapping with a 'url'")
+        return None
+    unknown = set(block) - {"url", "timeout", "interval", "window"}
+    if unknown:
+        problems.append(f"usage.prometheus: unknown key(s) {sorted(map(str, unknown))}")
+    url = block.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) \
+            or len(url) > 2048:
+        problems.append("usage.prometheus.url: must be an http:// or https:// URL")
+    durations: dict[str, timedelta] = {}
+    for name, default, low, high in (
+            ("timeout", DEFAULT_TIMEOUT, timedelta(seconds=0.1), MAX_TIMEOUT),
+            ("interval", DEFAULT_INTERVAL, DEFAULT_INTERVAL, timedelta(hours=1)),
+            ("window", DEFAULT_WINDOW, timedelta(minutes=1), timedelta(days=1))):
+        raw = block.get(name)
+        if raw is None:
+            durations[name] = default
+            continue
+        try:
+            durations[name] = parse_duration(raw)
+        except DurationError as exc:
+            problems.append(f"usage.prometheus.{name}: {exc}")
+            continue
+        if not low <= durations[name] <= high:
+            lowest = format_duration(low) if low >= timedelta(seconds=1) else "100ms"
+            problems.append(f"usage.prometheus.{name}: {format_duration(durations[name])} is "
+                            f"not within {lowest}..{format_duration(high)}")
+    if {"interval", "window"} <= set(durations) and durations["window"] < durations["interval"]:
+        problems.append(f"usage.prometheus.window: {format_duration(durations['window'])} is "
+                        f"shorter than the interval {format_duration(durations['interval'])}")
+    if problems or not isinstance(url, str):
+        return None
+    return UsageConfig(url=url, timeout=durations["timeout"], interval=durations["interval"],
+                       window=durations["window"])
 
 
 def _named_blocks(value: object, section: str, types: str,
@@ -136,6 +211,7 @@ def settings_from_args(
 ) -> Settings:
     path = config_path or os.environ.get(CONFIG_ENV) or None
     store_configs, generator_configs = load_config(path)
+    usage = load_usage(path)
     return Settings(
         operator_namespace=os.environ.get("POD_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE,
         namespaces=tuple(namespaces),
@@ -145,4 +221,5 @@ def settings_from_args(
         log_format=log_format,
         store_configs=store_configs,
         generator_configs=generator_configs,
+        usage=usage,
     )

@@ -44,6 +44,7 @@ from apikey_operator.spec import (
 )
 from apikey_operator.stores import StoreError
 from apikey_operator.stores.kubernetes import STORE_LABEL
+from apikey_operator.usage import UsageMonitor
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,6 +205,7 @@ class Operator:
     policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
     policies: PolicyReporter = field(init=False)
     secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
+    usage: UsageMonitor | None = None  # with `usage:` configured
     # Uids whose DELETED event came before their worker registered (kopf spawns the daemon
     # a moment after the first event): the worker finds out here. Bounded: a uid whose
     # daemon never starts (deleted before kopf saw it live) must not stay forever.
@@ -217,6 +219,12 @@ class Operator:
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(self.runtime)
         self.policies = PolicyReporter(self.runtime)
+
+    def wake_key(self, uid: str) -> None:
+        """The usage monitor's way in: a key whose early-expiry decision changed plans again."""
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.wake()
 
     def memo(self) -> kopf.Memo:
         """kopf hands each handler a shallow copy of this memo: they all share this object."""
@@ -236,7 +244,12 @@ def build_operator(settings: Settings) -> Operator:
         on_key_seen=redaction.register,
     )
     metrics.KEY_TIMES.clock = runtime.clock
-    return Operator(settings, runtime)
+    operator = Operator(settings, runtime)
+    if settings.usage is not None:
+        # One task for every key in its grace; it wakes a key whose decision changed.
+        operator.usage = UsageMonitor(settings.usage, wake=operator.wake_key, clock=runtime.clock)
+        runtime.usage_report = operator.usage.report
+    return operator
 
 
 def _operator(memo: Any) -> Operator:
@@ -299,6 +312,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     operator.secret_watches = [
         asyncio.get_running_loop().create_task(_watch_secrets(operator, namespace))
         for namespace in (operator.settings.namespaces or (None,))]
+    if operator.usage is not None:
+        operator.usage.start()
 
 
 @kopf.on.cleanup()
@@ -311,6 +326,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await task
     operator.secret_watches = []
     await operator.policies.close()
+    if operator.usage is not None:
+        await operator.usage.close()
     runtime = operator.runtime
     for store in runtime.stores.values():
         await store.close()
@@ -507,6 +524,8 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
             await worker.sleep(delay)
     finally:
         operator.workers.pop(uid, None)
+        if operator.usage is not None:
+            operator.usage.watch(uid, None)
         operator.runtime.statuses.forget(uid)
 
 
@@ -563,6 +582,8 @@ async def _pass(operator: Operator, worker: Worker, body: kopf.Body, logger: kop
         worker.first_pass = False
         worker.backoff = BACKOFF_START
         worker.secret_digest = outcome.secret_digest
+        if operator.usage is not None:
+            operator.usage.watch(str(body.get("metadata", {}).get("uid", "")), outcome.usage_watch)
         if outcome.wake_at is not None:
             delay = max(0.0, (outcome.wake_at - reconciler.rt.clock()).total_seconds())
         if outcome.ready_reason in CONFLICT_REASONS:

@@ -33,6 +33,11 @@ REVOCATION_DURATION = Histogram(
     "Time from a revoke request (the annotation's timestamp) to the old key revoked in the store",
     registry=REGISTRY, buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
+USAGE_QUERIES = Counter(
+    "apikey_usage_queries_total",
+    "Batched usage queries to the usage source (one for every key in its grace), by result",
+    ["result"], registry=REGISTRY,
+)
 POLICY_FINDINGS = Gauge(
     "apikey_policy_findings", "Compliance findings of an ApiKey (1 while the finding holds)",
     ["namespace", "name", "code"], registry=REGISTRY,
@@ -74,6 +79,10 @@ class _KeyTimes(Collector):
     def __init__(self) -> None:
         self.created: dict[tuple[str, str], datetime] = {}
         self.next_rotation: dict[tuple[str, str], datetime] = {}
+        # role (current, previous) -> fingerprint: joins what consumers' KeyRings report (by
+        # fingerprint) to the ApiKey it belongs to, in alert rules.
+        self.fingerprints: dict[tuple[str, str], dict[str, str]] = {}
+        self.grace_end: dict[tuple[str, str], datetime] = {}
         # The operator's own clock (handlers.build_operator sets it): ages agree with status.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -90,6 +99,20 @@ class _KeyTimes(Collector):
         for (ns, name), due in list(self.next_rotation.items()):
             nxt.add_metric([ns, name], due.timestamp())
         yield nxt
+        info = GaugeMetricFamily("apikey_key_info",
+                                 "1 for each valid key of an ApiKey, by role and fingerprint "
+                                 "(never the key)",
+                                 labels=["namespace", "name", "role", "fingerprint"])
+        for (ns, name), roles in list(self.fingerprints.items()):
+            for role, fp in sorted(roles.items()):
+                info.add_metric([ns, name, role, fp], 1)
+        yield info
+        grace = GaugeMetricFamily("apikey_grace_end_timestamp_seconds",
+                                  "When the previous key's grace ends (Unix time)",
+                                  labels=["namespace", "name"])
+        for (ns, name), end in list(self.grace_end.items()):
+            grace.add_metric([ns, name], end.timestamp())
+        yield grace
 
 
 KEY_TIMES = _KeyTimes()
@@ -97,8 +120,17 @@ REGISTRY.register(KEY_TIMES)
 
 
 def observe_key(namespace: str, name: str, created: datetime | None,
-                next_rotation: datetime | None) -> None:
+                next_rotation: datetime | None, fingerprints: dict[str, str] | None = None,
+                grace_end: datetime | None = None) -> None:
     key = (namespace, name)
+    if fingerprints:
+        KEY_TIMES.fingerprints[key] = dict(fingerprints)
+    else:
+        KEY_TIMES.fingerprints.pop(key, None)
+    if grace_end is None:
+        KEY_TIMES.grace_end.pop(key, None)
+    else:
+        KEY_TIMES.grace_end[key] = grace_end
     if created is None:
         KEY_TIMES.created.pop(key, None)
     else:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from apikey_operator import conditions, crashpoints, keys, metrics, rotation
 from apikey_operator.generators import GeneratorError, GeneratorUnavailable, KeyGenerator
 from apikey_operator.generators.base import LocalKeys
+from apikey_operator.grace import KeyUsage, UsageWatch
 from apikey_operator.kube import (
     KubeClient,
     KubeError,
@@ -190,6 +191,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     generate_key: Callable[[keys.KeyFormat], str] = keys.generate
     on_key_seen: Callable[[str], None] = lambda _key: None
+    # What the usage monitor last said of a key in its grace, by ApiKey uid.
+    usage_report: Callable[[str], KeyUsage | None] = lambda _uid: None
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ class Outcome:
     secret_digest: str
     # Ready's reason as this reconcile left it (the caller retries conflicts on a backoff).
     ready_reason: str
+    # A key in its grace: what the usage monitor should watch (None: nothing).
+    usage_watch: UsageWatch | None = None
 
 
 class ReconcileFailed(Exception):
@@ -336,6 +341,7 @@ class Reconciler:
             namespace_labels=namespace_labels,
             rotate_request=_token(annotations.get(ROTATE_ANNOTATION)),
             revoke_request=_token(annotations.get(REVOKE_ANNOTATION)),
+            usage=self.rt.usage_report(ref.uid),
         )
         attempt: _Attempt | None = None
         try:
@@ -419,7 +425,7 @@ class Reconciler:
         secret_obj = attempt.secret_obj if attempt is not None else None
         return Outcome(plan.wake_at, plan.blocked,
                        secret_digest(secret_obj.get("data")) if secret_obj else "",
-                       plan.readiness.reason)
+                       plan.readiness.reason, plan.usage_watch)
 
     async def _read_elsewhere(self, ref: KeyRef, target: str, status: Mapping[str, Any],
                               ) -> tuple[tuple[StoreEntry, ...], tuple[str, ...]]:
@@ -615,11 +621,17 @@ class Reconciler:
 
     def _observe_metrics(self, ref: KeyRef, status: Mapping[str, Any]) -> None:
         current = status.get("currentKey") or {}
+        previous = status.get("previousKey") or {}
         created = current.get("createdAt")
         due = status.get("nextRotationTime")
+        until = previous.get("validUntil")
+        fingerprints = {role: str(entry["fingerprint"])
+                        for role, entry in (("current", current), ("previous", previous))
+                        if entry.get("fingerprint")}
         metrics.observe_key(ref.namespace, ref.name,
                             parse_time(created) if isinstance(created, str) else None,
-                            parse_time(due) if isinstance(due, str) else None)
+                            parse_time(due) if isinstance(due, str) else None,
+                            fingerprints, parse_time(until) if isinstance(until, str) else None)
 
 
 def _owned(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,16 @@ once, when its outcome is first recorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from apikey_operator import grace as usage_grace
 from apikey_operator.durations import format_duration
+from apikey_operator.grace import KeyUsage, UsageWatch
 from apikey_operator.keys import KeyFormat, fingerprint
 from apikey_operator.placement import TARGET, Pool, StoreEntry, entry_state, external_ids, pool
 from apikey_operator.reasons import BLOCKING_REASONS, Reason
@@ -69,6 +72,10 @@ VERSION_ANNOTATION = "apikeys.dev/version"
 FINGERPRINT_ANNOTATION = "apikeys.dev/fingerprint"
 ROTATED_AT_ANNOTATION = "apikeys.dev/rotated-at"
 SCOPES_ANNOTATION = "apikeys.dev/scopes"
+# Written with the first half of an early expire (the Secret loses the previous key): the
+# version whose grace ended early. It makes the early end durable in the same write, so a
+# crash before the revoke finishes the revoke instead of putting the key back.
+GRACE_ENDED_EARLY_ANNOTATION = "apikeys.dev/grace-ended-early"
 RESTART_ANNOTATION_PREFIX = "apikeys.dev/restart-"
 MAX_TOKEN_LENGTH = 63
 GRACEFUL_TRIGGERS = ("schedule", "rotate", "format", "storeChange")
@@ -134,6 +141,8 @@ class Observation:
     revoke_request: str | None = None
     # The status as the user last saw it: what the Events of this plan are relative to.
     status: Mapping[str, Any] = field(default_factory=dict)
+    # What the usage source last said of the key in its grace (None: no source, no answer).
+    usage: KeyUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,8 @@ class Plan:
     blocked: bool = False
     # What to tell the user once this plan's status is recorded (final plans only).
     events: tuple[Event, ...] = ()
+    # A key in its grace: what the usage monitor watches for it (None: nothing to watch).
+    usage_watch: UsageWatch | None = None
 
 
 def plan(obs: Observation) -> Plan:
@@ -420,12 +431,15 @@ def _plan(obs: Observation, placed: Pool) -> Plan:
         return ctx.step(RetireStore(placed.leftovers[0], "expired"))
 
     # The grace of the previous key is over: out of the Secret first, then out of the store.
+    # An early end (the key provably unused) takes the very same steps; only its deadline
+    # differs.
+    early = previous is not None and _ends_early(obs, ctx)
     if previous is not None and (store.previous_valid_until is None
-                                 or store.previous_valid_until <= now):
+                                 or store.previous_valid_until <= now or early):
         kind: Literal["expired", "emergency"] = (
             "emergency" if store.current is not None and store.current.trigger == "revoke"
             else "expired")
-        return ctx.step(_expire(obs, spec, previous, kind))
+        return ctx.step(_expire(obs, spec, previous, kind, early=early))
 
     if store.current is None:
         if ctx.problem is not None and ctx.problem[0] != Reason.POLICY_NOT_FOUND:
@@ -558,13 +572,55 @@ def _next_version(obs: Observation) -> int:
 
 
 def _expire(obs: Observation, spec: ApiKeySpec, previous: VersionDocument,
-            kind: Literal["expired", "emergency"]) -> Step:
+            kind: Literal["expired", "emergency"], early: bool = False) -> Step:
     """Remove the previous key from the Secret, or, once it is gone there, revoke it."""
     current = obs.store.current
     assert current is not None
     if obs.secret.exists and spec.previous_key in obs.secret.data:
-        return _secret_step(obs, spec, current, None, "expire")
+        step = _secret_step(obs, spec, current, None, "expire")
+        if early:
+            annotations = {**step.annotations, GRACE_ENDED_EARLY_ANNOTATION: str(previous.version)}
+            step = replace(step, annotations=annotations)
+        return step
     return Revoke(previous.version, kind, previous.external_id)
+
+
+def _usage_watch(obs: Observation, ctx: _Context) -> UsageWatch | None:
+    """What the usage monitor needs of this key, while its previous key is in its grace."""
+    store = obs.store
+    if (store.current is None or store.previous is None or store.previous_valid_until is None
+            or store.pending is not None or store.current.trigger == "revoke"):
+        return None
+    policy = obs.policy.policy if (obs.policy is not None and ctx.problem is None) else None
+    recorded = obs.status.get("previousKey")
+    reported = (isinstance(recorded, Mapping)
+                and recorded.get("version") == store.previous.version
+                and bool(recorded.get("inUseReportedAt")))
+    return UsageWatch(current_fingerprint=fingerprint(store.current.key),
+                      previous_fingerprint=fingerprint(store.previous.key),
+                      valid_until=store.previous_valid_until, grace=ctx.grace,
+                      early_expiry=policy.early_expiry if policy is not None else None,
+                      in_use_reported=reported)
+
+
+def _verdict(obs: Observation, ctx: _Context) -> usage_grace.Verdict:
+    watch = _usage_watch(obs, ctx)
+    if watch is None:
+        return usage_grace.Verdict()
+    return usage_grace.decide(obs.now, watch, obs.usage)
+
+
+def _ends_early(obs: Observation, ctx: _Context) -> bool:
+    """The previous key's grace ends before its deadline: provably unused now, or an early end
+    already begun (the Secret says so: a crash came between its two halves)."""
+    previous = obs.store.previous
+    if previous is None or (obs.store.current is not None
+                            and obs.store.current.trigger == "revoke"):
+        return False
+    begun = obs.secret.annotations.get(GRACE_ENDED_EARLY_ANNOTATION) == str(previous.version)
+    if begun and ctx.spec.previous_key not in obs.secret.data:
+        return True
+    return _verdict(obs, ctx).end_early
 
 
 def _desired_secret(obs: Observation, spec: ApiKeySpec, current: VersionDocument,
@@ -693,6 +749,16 @@ def _finish(ctx: _Context, queued: tuple[Trigger, datetime] | None) -> Plan:
         token = f"{current.version}-{fingerprint(current.key)[7:]}"
 
     status = _status_fields(obs, next_rotation)
+    watch = _usage_watch(obs, ctx)
+    if watch is not None and isinstance(status.get("previousKey"), dict):
+        # PreviousKeyInUse once per grace: the status records that it was posted (the Event
+        # follows the status write, so a crash in between loses it rather than doubles it).
+        recorded = obs.status.get("previousKey")
+        if watch.in_use_reported and isinstance(recorded, Mapping):
+            status["previousKey"]["inUseReportedAt"] = recorded.get("inUseReportedAt")
+        elif usage_grace.decide(obs.now, watch, obs.usage).report_in_use:
+            status["previousKey"]["inUseReportedAt"] = format_time(obs.now)
+            watch = replace(watch, in_use_reported=True)
     if queued is not None and store.previous_valid_until is not None:
         status["queuedRotation"] = {"trigger": queued[0],
                                     "requestedAt": format_time(queued[1]),
@@ -704,6 +770,7 @@ def _finish(ctx: _Context, queued: tuple[Trigger, datetime] | None) -> Plan:
         wake_at=min(wake) if wake else None,
         restarts=restarts,
         restart_token=token,
+        usage_watch=watch,
     )
 
 
@@ -792,7 +859,16 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
                 f"key version{'s' if len(gone) > 1 else ''} {names or '(unknown)'} revoked at "
                 f"once; key version {current.version} ({fp}) is current"))
         return tuple(events)
+    was_previous = before.get("previousKey")
+    promised = None
+    if isinstance(was_previous, Mapping):
+        with contextlib.suppress(ValueError):
+            promised = parse_time(str(was_previous.get("validUntil")))
     for version, old_fp in sorted(gone):
+        if promised is not None and obs.now < promised and _recorded(
+                before, "previousKey") == (version, old_fp):
+            events.append(_ended_early_event(obs, version, old_fp, promised))
+            continue
         events.append(Event("Normal", Reason.GRACE_EXPIRED,
                             f"previous key version {version} ({old_fp}) revoked after its "
                             "grace period"))
@@ -806,6 +882,20 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
             f"rotated ({current.trigger}) to key version {current.version} ({fp}); version "
             f"{store.previous.version} stays valid for {format_duration(grace)} (until "
             f"{format_time(store.previous_valid_until)})"))
+    now_previous = after.get("previousKey")
+    if (isinstance(now_previous, Mapping) and now_previous.get("inUseReportedAt")
+            and not (isinstance(was_previous, Mapping)
+                     and was_previous.get("version") == now_previous.get("version")
+                     and was_previous.get("inUseReportedAt"))):
+        usage = obs.usage
+        count = usage.previous_verifications if usage is not None else 0
+        window = format_duration(usage.window) if usage is not None else "?"
+        events.append(Event(
+            "Warning", Reason.PREVIOUS_KEY_IN_USE,
+            f"previous key version {now_previous.get('version')} "
+            f"({now_previous.get('fingerprint')}) was verified {count} times in the last "
+            f"{window} and its grace ends at {now_previous.get('validUntil')}; it is revoked "
+            "then all the same: move its consumers to the current key"))
     queued = after.get("queuedRotation")
     was_queued = before.get("queuedRotation")
     if isinstance(queued, Mapping) and not (
@@ -818,6 +908,24 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
             f"a {queued.get('trigger')} rotation waits for the grace of key version {waiting} "
             f"to end; it runs at {queued.get('runsAt')}"))
     return tuple(events)
+
+
+def _ended_early_event(obs: Observation, version: int, old_fp: str,
+                       promised: datetime) -> Event:
+    """GraceEndedEarly with the figures that proved the key unused (when still known: after
+    a restart between the two halves of the expire they may be gone)."""
+    left = format_duration(max(promised - obs.now, timedelta(seconds=0)))
+    usage = obs.usage
+    if usage is not None and usage.previous_fingerprint == old_fp:
+        figures = (f"no consumer verified it for {format_duration(usage.unused_for)}, while "
+                   f"the current key {usage.current_fingerprint} was verified "
+                   f"{usage.current_verifications} times in the last "
+                   f"{format_duration(usage.window)}")
+    else:
+        figures = "its consumers had stopped verifying it"
+    return Event("Normal", Reason.GRACE_ENDED_EARLY,
+                 f"previous key version {version} ({old_fp}) revoked {left} before its grace "
+                 f"end: {figures}")
 
 
 def advance(obs: Observation, step: Step, written: VersionDocument | None = None) -> Observation:

@@ -109,6 +109,15 @@ class NamespaceSelector:
 
 
 @dataclass(frozen=True)
+class EarlyExpiry:
+    """End a grace before gracePeriod once the previous key is provably unused: no consumer
+    verified it for `unused_for`, and never before `minimum_grace` after the rotation."""
+
+    unused_for: timedelta
+    minimum_grace: timedelta
+
+
+@dataclass(frozen=True)
 class RotationPolicy:
     name: str
     rotate_every: timedelta
@@ -116,6 +125,7 @@ class RotationPolicy:
     namespace_selector: NamespaceSelector | None
     # A key older than this is non-compliant (reported, never rotated early because of it).
     max_key_age: timedelta | None = None
+    early_expiry: EarlyExpiry | None = None
 
     def summary(self) -> str:
         """One line for the policy's Ready condition."""
@@ -123,6 +133,10 @@ class RotationPolicy:
                 f"valid for {format_duration(self.grace_period)}")
         if self.max_key_age is not None:
             text += f"; keys older than {format_duration(self.max_key_age)} are reported"
+        if self.early_expiry is not None:
+            text += (f"; the grace ends early once the previous key is unused for "
+                     f"{format_duration(self.early_expiry.unused_for)} (not before "
+                     f"{format_duration(self.early_expiry.minimum_grace)})")
         return text
 
 
@@ -321,10 +335,45 @@ def parse_policy(body: Mapping[str, Any]) -> RotationPolicy:
     selector = None
     if spec.get("namespaceSelector") is not None:
         selector = parse_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
+    early = None
+    if spec.get("earlyExpiry") is not None:
+        early = parse_early_expiry(spec.get("earlyExpiry"), grace)
     return RotationPolicy(
         name=name, rotate_every=rotate_every, grace_period=grace, namespace_selector=selector,
-        max_key_age=max_key_age,
+        max_key_age=max_key_age, early_expiry=early,
     )
+
+
+MIN_UNUSED_FOR = timedelta(seconds=1)
+
+
+def parse_early_expiry(value: object, grace: timedelta) -> EarlyExpiry:
+    """spec.earlyExpiry: both durations at least 1s and shorter than the grace (an early end
+    that can only come after the grace's own end is a mistake worth saying so)."""
+    raw = _mapping(value, "spec.earlyExpiry")
+    unknown = set(raw) - {"unusedFor", "minimumGrace"}
+    if unknown:
+        raise SpecError(f"spec.earlyExpiry has unknown field(s) {', '.join(sorted(unknown))[:80]}")
+    if raw.get("unusedFor") is None:
+        raise SpecError("spec.earlyExpiry.unusedFor is required")
+    durations: dict[str, timedelta] = {}
+    for key in ("unusedFor", "minimumGrace"):
+        if key == "minimumGrace" and raw.get(key) is None:
+            # Unused for X cannot be known before X has passed: the natural floor.
+            durations[key] = durations["unusedFor"]
+            continue
+        try:
+            durations[key] = parse_duration(raw.get(key))
+        except DurationError as exc:
+            raise SpecError(f"spec.earlyExpiry.{key} {exc}") from None
+        if durations[key] < MIN_UNUSED_FOR:
+            raise SpecError(f"spec.earlyExpiry.{key} {format_duration(durations[key])} is "
+                            "shorter than the minimum 1s")
+        if durations[key] >= grace:
+            raise SpecError(f"spec.earlyExpiry.{key} {format_duration(durations[key])} is not "
+                            f"shorter than spec.gracePeriod {format_duration(grace)}")
+    return EarlyExpiry(unused_for=durations["unusedFor"],
+                       minimum_grace=durations["minimumGrace"])
 
 
 def parse_selector(value: object, path: str) -> NamespaceSelector:

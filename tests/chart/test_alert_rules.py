@@ -31,6 +31,9 @@ CUSTOM: dict[str, Any] = {
             "enabled": True,
             "rotationOverdueSeconds": 3600,
             "maxKeyAgeSeconds": 86400,
+            "previousKeyInUseSeconds": 600,
+            "rejectedSpikePerSecond": 0.05,
+            "rejectedSpikeFactor": 2,
             "severity": "critical",
         }
     }
@@ -40,7 +43,10 @@ UNIT_TESTS = {
     "custom": (CUSTOM, HERE / "alert_rules_custom_test.yaml"),
 }
 ALERTS = {"ApiKeyRotationFailing", "ApiKeyRotationOverdue", "ApiKeyStoreErrors", "ApiKeyTooOld",
-          "ApiKeyPolicyFinding"}
+          "ApiKeyPolicyFinding", "ApiKeyPreviousKeyStillUsed", "ApiKeyRejectedSpike"}
+# Alerts on what consumers' KeyRings export (joined to the operator's apikey_key_info).
+CONSUMER_ALERTS = {"ApiKeyPreviousKeyStillUsed", "ApiKeyRejectedSpike"}
+KEYRING_METRIC = "apikey_keyring_verifications_total"
 RULES_FILE = "apikey-operator-rules.yaml"  # the name both unit-test files load
 SCRAPE_LABELS = {"job", "instance"}
 
@@ -104,11 +110,16 @@ def exported_metrics() -> dict[str, set[str]]:
     now = datetime.now().astimezone()
     times.created[("ns", "n")] = now - timedelta(seconds=1)
     times.next_rotation[("ns", "n")] = now + timedelta(days=1)
+    times.fingerprints[("ns", "n")] = {"current": "sha256:000000000000"}
+    times.grace_end[("ns", "n")] = now + timedelta(hours=1)
     registry = CollectorRegistry()
     registry.register(times)
     for family in registry.collect():
         labels[family.name] = set(family.samples[0].labels)
-    return {name: labels.get(name, set()) for name in names}
+    exported = {name: labels.get(name, set()) for name in names}
+    # What the consumers' KeyRings export (scraped from them, not from the operator).
+    exported[KEYRING_METRIC] = {"fingerprint", "role", "result"}
+    return exported
 
 
 @pytest.mark.parametrize("values", [ENABLED, CUSTOM], ids=["default", "custom"])
@@ -127,8 +138,17 @@ def test_the_chart_alerts_on_what_the_operator_exports(render: Render) -> None:
     for name, rule in alerts.items():
         used = set(re.findall(r"\bapikey_[a-z_]+", rule["expr"]))
         assert used and used <= set(exported), f"{name} uses {sorted(used - set(exported))}"
+        assert (KEYRING_METRIC in used) == (name in CONSUMER_ALERTS)
+        # A join groups by the labels of all the metrics it joins (and the consumers' scrape
+        # labels, which say which consumer verified what).
+        known = set().union(*(exported[m] for m in used))
+        if name in CONSUMER_ALERTS:
+            known |= SCRAPE_LABELS
         for by in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
             grouped = {label.strip() for label in by.split(",")}
+            if name in CONSUMER_ALERTS:
+                assert grouped <= known, f"{name} groups by {grouped - known}"
+                continue
             for metric in used:
                 assert grouped <= exported[metric], f"{name} groups {metric} by {grouped}"
         assert rule["labels"] == {"severity": "warning"}
@@ -189,7 +209,8 @@ def test_promtool_fails_on_a_wrong_expectation(render: Render, tmp_path: Path) -
 
 
 # A finding is 1 while it holds and absent otherwise: ApiKeyPolicyFinding has no threshold.
-@pytest.mark.parametrize("alert", sorted(ALERTS - {"ApiKeyPolicyFinding"}))
+# The consumer alerts compare more than one threshold; their quiet cases sit beside them.
+@pytest.mark.parametrize("alert", sorted(ALERTS - {"ApiKeyPolicyFinding"} - CONSUMER_ALERTS))
 def test_the_quiet_cases_catch_a_loose_threshold(
     render: Render, tmp_path: Path, alert: str
 ) -> None:

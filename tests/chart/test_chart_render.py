@@ -342,6 +342,8 @@ def test_metrics_service_monitor_and_alerts(render: Render) -> None:
                               "auth": {"method": "client-secret", "tenantId": "t"}}}},
         {"metrics": {"port": 80}},
         {"generators": {"vendor": {"type": "ftp"}}},
+        {"usage": {"prometheus": {"url": "prometheus:9090"}}},
+        {"usage": {"graphite": {"url": "http://g"}}},
         {"unknownKey": True},
     ],
     ids=lambda v: next(iter(v)),
@@ -409,3 +411,13 @@ def test_install_renders_what_template_renders(render: Render, name: str) -> Non
     assert len(from_crds_folder) == 2
     templated = [o for o in rendered["objects"] if o not in from_crds_folder]
     assert documents(release["manifest"]) == templated
+
+
+def test_the_usage_source_reaches_the_operator_config(render: Render) -> None:
+    usage = {"prometheus": {"url": "http://prometheus-operated.monitoring:9090",
+                            "timeout": "5s"}}
+    rendered = render({"usage": usage})
+    config = yaml.safe_load(only(rendered, "ConfigMap")["data"]["config.yaml"])
+    assert config["usage"] == usage
+    default = yaml.safe_load(only(render({}), "ConfigMap")["data"]["config.yaml"])
+    assert "usage" not in default

@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from test_crd_schemas import APIKEY_CRD, POLICY_CRD, apply_defaults, load_crd, schema_of
 
 from apikey_operator.durations import parse_duration
-from apikey_operator.spec import MIN_ROTATE_EVERY, SpecError, parse_apikey, parse_policy
+from apikey_operator.spec import (
+    MIN_ROTATE_EVERY,
+    MIN_UNUSED_FOR,
+    SpecError,
+    parse_apikey,
+    parse_policy,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -125,15 +131,27 @@ def test_every_policy_the_crd_admits_parses_or_is_an_operator_only_rule(
         grace = parse_duration(full["spec"]["gracePeriod"])
         max_age = (parse_duration(full["spec"]["maxKeyAge"]) if "maxKeyAge" in full["spec"]
                    else None)
+        early = full["spec"].get("earlyExpiry")
+        unused = parse_duration(early["unusedFor"]) if early else None
+        minimum = (parse_duration(early.get("minimumGrace", early["unusedFor"])) if early
+                   else None)
     except ValueError:
         # Patterns admit absurd magnitudes (e.g. 99999999d); the operator caps them.
         with pytest.raises(SpecError):
             parse_policy(full)
         return
-    if every < MIN_ROTATE_EVERY or grace >= every:
+    early_bad = unused is not None and minimum is not None and not (
+        MIN_UNUSED_FOR <= unused < grace and MIN_UNUSED_FOR <= minimum < grace)
+    if every < MIN_ROTATE_EVERY or grace >= every or early_bad:
         with pytest.raises(SpecError):
             parse_policy(full)
         return
     parsed = parse_policy(full)
     assert parsed.rotate_every == every and parsed.grace_period == grace
     assert parsed.max_key_age == max_age
+    if unused is None:
+        assert parsed.early_expiry is None
+    else:
+        assert parsed.early_expiry is not None
+        assert (parsed.early_expiry.unused_for, parsed.early_expiry.minimum_grace) == (
+            unused, minimum)

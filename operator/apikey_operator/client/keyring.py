@@ -1,4 +1,11 @@
-"""KeyRing: constant-time verification of presented keys against a mounted Secret."""
+"""KeyRing: constant-time verification of presented keys against a mounted Secret.
+
+With `metrics=True` (or a prometheus-client `CollectorRegistry`) the ring counts what it
+verifies in `apikey_keyring_verifications_total{fingerprint, role, result}`, by the
+fingerprint of the key that matched, never the key; the operator reads these counts to end
+a rotation's grace early once the previous key is provably unused. prometheus-client is an
+optional extra (`apikey-operator[client-metrics]`), imported only when counting is asked for.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,35 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apikey_operator.client._volume import read_snapshot, signature
 from apikey_operator.client.errors import SourceUnavailable
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 logger = logging.getLogger("apikey_operator.client")
+METRIC_NAME = "apikey_keyring_verifications_total"
+# One counter per registry: every KeyRing of a process shares it (a second registration of
+# the same name would be refused by prometheus-client).
+_COUNTERS: dict[int, Any] = {}
+_COUNTERS_LOCK = threading.Lock()
+
+
+def _counter(registry: CollectorRegistry | None) -> Any:
+    """The verification counter in `registry` (None: prometheus-client's default)."""
+    from prometheus_client import REGISTRY, Counter
+
+    target = registry if registry is not None else REGISTRY
+    with _COUNTERS_LOCK:
+        counter = _COUNTERS.get(id(target))
+        if counter is None:
+            counter = Counter(METRIC_NAME, "API keys verified by KeyRing, by the fingerprint "
+                              "of the key that matched (never the key)",
+                              ["fingerprint", "role", "result"], registry=target)
+            _COUNTERS[id(target)] = counter
+        return counter
 
 
 def _digest(value: bytes) -> bytes:
@@ -34,6 +64,12 @@ class _Keys:
     previous: bytes = field(repr=False)
     has_current: bool
     has_previous: bool
+
+    def fingerprint(self, role: str) -> str:
+        """The operator's fingerprint (`sha256:` + 12 hex digits of SHA-256 of the key): the
+        digest already is that SHA-256, so no key is kept or hashed again."""
+        digest = self.current if role == "current" else self.previous
+        return "sha256:" + digest.hex()[:12]
 
 
 def _keys_from(
@@ -67,6 +103,7 @@ class KeyRing:
         previous_key: str = "api-key-previous",
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: bool | CollectorRegistry = False,
     ) -> None:
         self.directory = directory
         self.current_key = current_key
@@ -74,7 +111,10 @@ class KeyRing:
         self.check_interval = check_interval
         self._clock = clock
         self._reload_lock = threading.Lock()
+        self._counter = None if metrics is False else _counter(
+            None if metrics is True else metrics)
         self._keys = self._load()
+        self._announce(self._keys)
         self._checked_at = clock()
 
     @classmethod
@@ -85,11 +125,13 @@ class KeyRing:
         previous_key: str = "api-key-previous",
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: bool | CollectorRegistry = False,
     ) -> KeyRing:
         """A ring over a mounted Secret folder. Raises SourceUnavailable if the folder
         cannot be read; a folder without the current key yields a ring that refuses
-        everything until the key appears."""
-        return cls(directory, current_key, previous_key, check_interval, clock)
+        everything until the key appears. `metrics`: count verifications (True: in
+        prometheus-client's default registry; a registry: in that one)."""
+        return cls(directory, current_key, previous_key, check_interval, clock, metrics)
 
     @property
     def has_current(self) -> bool:
@@ -106,12 +148,22 @@ class KeyRing:
         if now - self._checked_at >= self.check_interval:
             self._check(now, blocking=False)
         keys = self._keys
-        if self._matches(keys, presented):
-            return True
-        # A miss may mean the key was rotated since the last check: look again at
-        # once (one readlink; a reload only if the volume really changed).
-        self._check(now, blocking=True)
-        return self._keys is not keys and self._matches(self._keys, presented)
+        role = self._matches(keys, presented)
+        if not role:
+            # A miss may mean the key was rotated since the last check: look again at
+            # once (one readlink; a reload only if the volume really changed).
+            self._check(now, blocking=True)
+            if self._keys is not keys:
+                keys = self._keys
+                role = self._matches(keys, presented)
+        if self._counter is not None:
+            # Counted after the decision, from its outcome only: the comparison above does
+            # the same work whichever key matched.
+            if role:
+                self._counter.labels(keys.fingerprint(role), role, "accepted").inc()
+            else:
+                self._counter.labels("", "", "rejected").inc()
+        return bool(role)
 
     def reload(self) -> None:
         """Re-read the folder now. Keeps the old keys if the folder cannot be read."""
@@ -119,7 +171,8 @@ class KeyRing:
             self._reload_locked()
 
     @staticmethod
-    def _matches(keys: _Keys, presented: str | bytes | None) -> bool:
+    def _matches(keys: _Keys, presented: str | bytes | None) -> str:
+        """"current" or "previous" for the key that matched, "" when none did."""
         if presented is None:
             presented = b""
         if isinstance(presented, str):
@@ -133,7 +186,9 @@ class KeyRing:
         # Fail closed: without a current key nothing is accepted, not even the previous one
         # (a missing current file is a broken mount, not a grace period).
         accepted = keys.has_current & (current_ok | (previous_ok & keys.has_previous))
-        return accepted and bool(presented)
+        if not (accepted and bool(presented)):
+            return ""
+        return "current" if current_ok else "previous"
 
     def _check(self, now: float, blocking: bool) -> None:
         """Reload if the volume changed since the keys were read. Without `blocking`,
@@ -154,12 +209,24 @@ class KeyRing:
             logger.warning("Keeping the loaded API keys: cannot re-read them: %s", exc)
             return
         self._keys = keys
+        self._announce(keys)
         logger.info(
             "API keys reloaded from %s: current %s, previous %s",
             self.directory,
             "present" if keys.has_current else "MISSING (refusing every key)",
             "accepted" if keys.has_previous else "absent",
         )
+
+    def _announce(self, keys: _Keys) -> None:
+        """Export a zero for every key this ring accepts, before any request: a series that
+        exists from the start tells "loaded and not used" apart from "not reporting", and
+        lets Prometheus see a key's first verification as an increase."""
+        if self._counter is None:
+            return
+        for role, present in (("current", keys.has_current), ("previous", keys.has_previous)):
+            if present:
+                self._counter.labels(keys.fingerprint(role), role, "accepted")
+        self._counter.labels("", "", "rejected")
 
     def _load(self) -> _Keys:
         snapshot = read_snapshot(self.directory, self._names())

@@ -26,6 +26,7 @@ from apikey_operator.testing.controlplane import ControlPlane, reset_cluster, sh
 from apikey_operator.testing.kube_traffic import Traffic
 from apikey_operator.testing.kubeapi import KubeApi, KubernetesApiError
 from apikey_operator.testing.operator import OperatorThread
+from apikey_operator.usage import UsageConfig
 
 APIKEYS = "apikeys.dev/v1alpha1/apikeys"
 POLICIES = "apikeys.dev/v1alpha1/rotationpolicies"
@@ -100,7 +101,7 @@ class LocalCluster:
                  generators: Mapping[str, Mapping[str, Any]] | None = None,
                  namespaces: Iterable[str] = ("default", "payments"),
                  workdir: str | pathlib.Path | None = None, start_operator: bool = True,
-                 plane: ControlPlane | None = None) -> None:
+                 plane: ControlPlane | None = None, usage: UsageConfig | None = None) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="apikey-cluster-")
         self.workdir = pathlib.Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +109,7 @@ class LocalCluster:
         self.namespaces = (OPERATOR_NAMESPACE, *namespaces)
         self.stores = stores
         self.generators = generators
+        self.usage = usage
         self.start_operator = start_operator
         self.operator: OperatorThread | None = None
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -143,7 +145,7 @@ class LocalCluster:
 
     def start_operator_thread(self) -> OperatorThread:
         self.operator = OperatorThread(str(self.kubeconfig), stores=self.stores,
-                                       generators=self.generators).start()
+                                       generators=self.generators, usage=self.usage).start()
         return self.operator
 
     def stop_operator_thread(self) -> None:

@@ -18,6 +18,7 @@ import kopf
 
 from apikey_operator import handlers
 from apikey_operator.config import Settings
+from apikey_operator.usage import UsageConfig
 
 
 class CapturedLogs(logging.Handler):
@@ -42,7 +43,8 @@ class OperatorThread:
     def __init__(self, kubeconfig: str, stores: Mapping[str, Mapping[str, Any]] | None = None,
                  generators: Mapping[str, Mapping[str, Any]] | None = None,
                  operator_namespace: str = "apikey-operator", standalone: bool = True,
-                 peering_name: str = "apikey-operator") -> None:
+                 peering_name: str = "apikey-operator",
+                 usage: UsageConfig | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.settings = Settings(
             operator_namespace=operator_namespace,
@@ -50,6 +52,9 @@ class OperatorThread:
             peering_name=peering_name,
             store_configs={"kubernetes": {"type": "kubernetes"}, **dict(stores or {})},
             generator_configs=dict(generators or {}),
+            # Set here, not parsed from a file: tests may query more often than the
+            # configuration file allows (its floor is the contract's once a minute).
+            usage=usage,
         )
         self.logs = CapturedLogs()
         self._thread: threading.Thread | None = None

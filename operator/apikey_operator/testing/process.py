@@ -24,13 +24,16 @@ class OperatorProcess:
                  stores: Mapping[str, Mapping[str, object]] | None = None,
                  standalone: bool = True, extra_args: Sequence[str] = (),
                  env: Mapping[str, str] | None = None, name: str = "operator",
-                 verbose: bool = True) -> None:
+                 verbose: bool = True, usage: Mapping[str, object] | None = None) -> None:
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = pathlib.Path(kubeconfig)
         self.log_path = self.workdir / f"{name}.log"
         self.config_path = self.workdir / f"{name}-config.yaml"
-        self.config_path.write_text(yaml.safe_dump({"stores": dict(stores or {})}))
+        config: dict[str, object] = {"stores": dict(stores or {})}
+        if usage is not None:
+            config["usage"] = dict(usage)  # the configuration file's own rules apply
+        self.config_path.write_text(yaml.safe_dump(config))
         self.standalone = standalone
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
