@@ -22,13 +22,17 @@ class Condition:
 
 
 def conditions_for(plan: Plan) -> tuple[Condition, ...]:
-    """Ready (always), Stalled (an invalid spec) and Scheduled (with a spec) for a plan."""
+    """Ready (always), Stalled (an invalid spec), Scheduled (with a spec) and StoreCleanup
+    (an entry left in a store that is no longer configured) for a plan."""
     readiness = plan.readiness
     result = [Condition("Ready", readiness.ready, readiness.reason, readiness.message)]
     if readiness.stalled is not None:
         result.append(Condition("Stalled", True, Reason.INVALID_SPEC, readiness.stalled))
     if readiness.scheduled is not None:
         result.append(Condition("Scheduled", *readiness.scheduled))
+    if readiness.cleanup is not None:
+        result.append(Condition("StoreCleanup", False, Reason.STORE_CLEANUP_INCOMPLETE,
+                                readiness.cleanup))
     return tuple(result)
 
 
@@ -92,6 +96,11 @@ def condition_events(before: Mapping[str, Any], after: Mapping[str, Any]) -> tup
             != (scheduled.get("reason"), scheduled.get("message"))):
         events.append(Event("Warning", Reason(str(scheduled["reason"])),
                             str(scheduled.get("message", ""))))
+    cleanup = condition_of(after.get("conditions"), "StoreCleanup")
+    old_cleanup = condition_of(before.get("conditions"), "StoreCleanup")
+    if cleanup.get("status") == "False" and old_cleanup.get("message") != cleanup.get("message"):
+        events.append(Event("Warning", Reason.STORE_CLEANUP_INCOMPLETE,
+                            str(cleanup.get("message", ""))))
     return tuple(events)
 
 

@@ -12,7 +12,7 @@ import os
 import signal
 
 POINTS = ("after-create", "after-project", "after-promote", "after-expire-secret",
-          "after-revoke", "after-restore")
+          "after-revoke", "after-restore", "after-retire-store")
 _TARGET = os.environ.get("APIKEY_OPERATOR_CRASH_AT") or None
 
 

@@ -23,6 +23,7 @@ from apikey_operator.kube import (
     decode_data,
     secret_body,
 )
+from apikey_operator.placement import TARGET, StoreEntry
 from apikey_operator.reasons import Reason
 from apikey_operator.rotation import (
     CreateInitial,
@@ -32,6 +33,7 @@ from apikey_operator.rotation import (
     PolicyView,
     Promote,
     PromoteRevoking,
+    RetireStore,
     SecretView,
     WriteSecret,
 )
@@ -360,8 +362,10 @@ class Reconciler:
                 # Secrets this key projected into before spec.secret.name changed.
                 stale = tuple(n for n in self.rt.secrets.owned(ref.namespace, ref.uid)
                               if n != spec.secret_name)
+                elsewhere, unreachable = await self._read_elsewhere(ref, spec.store, status)
                 obs = replace(obs, store=state, secret=_secret_view(secret_obj),
-                              stale_secrets=stale)
+                              stale_secrets=stale, store_name=spec.store, elsewhere=elsewhere,
+                              unreachable=unreachable)
                 attempt = _Attempt(body, store, generator or LocalKeys(self.rt.generate_key),
                                    obs, secret_obj)
             plan = rotation.plan(obs)
@@ -423,9 +427,32 @@ class Reconciler:
                        secret_digest(secret_obj.get("data")) if secret_obj else "",
                        plan.readiness.reason, plan.usage_watch)
 
+    async def _read_elsewhere(self, ref: KeyRef, target: str, status: Mapping[str, Any],
+                              ) -> tuple[tuple[StoreEntry, ...], tuple[str, ...]]:
+        """This ApiKey's entries in the other stores its status names (a store move), and
+        the names it gives that are not configured (never forgotten: see formerStores)."""
+        entries: list[StoreEntry] = []
+        unreachable: list[str] = []
+        for name in recorded_stores(self.rt.stores, ref, status):
+            if name == target:
+                continue
+            store = self.rt.stores.get(name)
+            if store is None:
+                unreachable.append(name)
+                continue
+            state = await self._store_call(store, "read", store.read(ref))
+            for doc in (state.current, state.previous, state.pending):
+                if doc is not None:
+                    self.rt.on_key_seen(doc.key)
+            entries.append(StoreEntry(name, store.location(ref), state))
+        return tuple(entries), tuple(unreachable)
+
     async def _apply(self, attempt: _Attempt, step: rotation.Step) -> None:
         """Carry out one step: one call, one crash point, the observation advanced."""
-        obs, store, ref = attempt.obs, attempt.store, attempt.obs.ref
+        obs, ref = attempt.obs, attempt.obs.ref
+        # Store-targeted steps of a store move name their store; every other step is spec's.
+        store_name = getattr(step, "store", TARGET)
+        store = attempt.store if store_name == TARGET else self.rt.stores[store_name]
         if isinstance(step, CreateInitial | CreatePending):
             minted = await attempt.source.mint(ref, step.version, step.key_format, step.scopes)
             self.rt.on_key_seen(minted.key)
@@ -467,6 +494,13 @@ class Reconciler:
             crashpoints.reached("after-promote")
             crashpoints.reached("after-revoke")
             metrics.REVOCATIONS.labels(ref.namespace, ref.name, "emergency").inc()
+            attempt.obs = rotation.advance(obs, step)
+        elif isinstance(step, RetireStore):
+            for external_id in step.external_ids:
+                await attempt.source.revoke(ref, external_id)
+            await self._store_call(store, "delete", store.delete(ref))
+            crashpoints.reached("after-retire-store")
+            metrics.REVOCATIONS.labels(ref.namespace, ref.name, step.kind).inc()
             attempt.obs = rotation.advance(obs, step)
         else:
             if step.external_id:
@@ -627,32 +661,73 @@ class Cleanup:
     incomplete: str = ""
 
 
+def recorded_stores(stores: Mapping[str, Store], ref: KeyRef,
+                    status: Mapping[str, Any]) -> list[str]:
+    """The stores the status says hold this ApiKey's versions: status.store and
+    status.formerStores; for a status written before those fields, the configured store
+    whose location is status.storeRef."""
+    names: list[str] = []
+    recorded = status.get("store")
+    if isinstance(recorded, str) and recorded:
+        names.append(recorded)
+    elif isinstance(status.get("storeRef"), str):
+        names += [name for name, store in sorted(stores.items())
+                  if store.location(ref) == status["storeRef"]][:1]
+    former = status.get("formerStores")
+    if isinstance(former, list):
+        names += [name for name in former if isinstance(name, str) and name]
+    return list(dict.fromkeys(names))
+
+
 async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> Cleanup:
-    """Carry out deletionPolicy. Raises StoreError when a retry can help; an entry that is
-    already being deleted, or unreadable, is removed as far as it can be and reported."""
+    """Carry out deletionPolicy in every store this ApiKey's versions live in (spec.store and
+    those its status names: a store move leaves the old key in the old store for a grace).
+    Raises StoreError when a retry can help; an entry that is already being deleted, or
+    unreadable, is removed as far as it can be and reported, as is a store named in status
+    that is no longer configured."""
     meta = body.get("metadata") or {}
     ref = KeyRef(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid", "")))
     spec = body.get("spec") or {}
     if not isinstance(spec, Mapping) or spec.get("deletionPolicy", "Delete") == "Retain":
         return Cleanup("retained in the store (deletionPolicy Retain)")
-    store = runtime.stores.get(str(spec.get("store", "kubernetes")))
-    if store is None:
-        return Cleanup("no configured store to delete from")
+    names = [str(spec.get("store", "kubernetes"))]
+    names += recorded_stores(runtime.stores, ref, _as_mapping(body.get("status")))
+    done: list[str] = []
+    incomplete: list[str] = []
+    for name in dict.fromkeys(names):
+        store = runtime.stores.get(name)
+        if store is None:
+            if name != names[0] or name in names[1:]:
+                incomplete.append(f"store {name} is no longer configured: this ApiKey's entry "
+                                  "there was not revoked or deleted")
+            continue
+        cleanup = await _delete_in(runtime, store, ref, spec)
+        done.append(cleanup.done)
+        if cleanup.incomplete:
+            incomplete.append(cleanup.incomplete)
+    metrics.forget_key(ref.namespace, ref.name)
+    return Cleanup("; ".join(done) or "no configured store to delete from",
+                   "; ".join(incomplete))
+
+
+async def _delete_in(runtime: Runtime, store: Store, ref: KeyRef,
+                     spec: Mapping[str, Any]) -> Cleanup:
+    """deletionPolicy Delete in one store."""
     try:
         state = await store.read(ref)
     except (EntryUnusable, StoreCorrupt) as exc:
         # Waiting would hold the ApiKey (and its namespace) for the whole recovery window:
         # delete what the store still lets us delete, and say what could not be checked.
         await store.delete(ref)
-        metrics.forget_key(ref.namespace, ref.name)
         return Cleanup(f"deleted {store.location(ref)} as far as the store allowed",
                        f"the store entry {store.location(ref)} could not be read ({exc}); it "
                        "was deleted without revoking its versions one by one (a vendor key, "
                        "if any, was not revoked at the vendor)")
     if not state.exists:
-        return Cleanup("nothing in the store")
+        return Cleanup(f"nothing in {store.location(ref)}")
     if not state.owned_by(ref):
-        return Cleanup("the store entry belongs to something else; left untouched")
+        return Cleanup(f"the store entry {store.location(ref)} belongs to something else; "
+                       "left untouched")
     generator_name = ((spec.get("generator") or {}).get("webhook") or {}).get("name") \
         if isinstance(spec.get("generator"), Mapping) else None
     generator = runtime.generators.get(str(generator_name)) if generator_name else None
@@ -662,5 +737,4 @@ async def delete_from_store(runtime: Runtime, body: Mapping[str, Any]) -> Cleanu
                 await generator.revoke(ref, doc.external_id)
     await store.delete(ref)
     metrics.REVOCATIONS.labels(ref.namespace, ref.name, "deleted").inc()
-    metrics.forget_key(ref.namespace, ref.name)
     return Cleanup(f"revoked and deleted {store.location(ref)}")

@@ -41,6 +41,7 @@ from apikey_operator import grace as usage_grace
 from apikey_operator.durations import format_duration
 from apikey_operator.grace import KeyUsage, UsageWatch
 from apikey_operator.keys import KeyFormat, fingerprint
+from apikey_operator.placement import TARGET, Pool, StoreEntry, entry_state, external_ids, pool
 from apikey_operator.reasons import BLOCKING_REASONS, Reason
 from apikey_operator.spec import (
     DEFAULT_GRACE,
@@ -65,7 +66,7 @@ from apikey_operator.stores.base import (
 )
 
 EventType = Literal["Normal", "Warning"]
-Trigger = Literal["initial", "schedule", "rotate", "revoke", "format"]
+Trigger = Literal["initial", "schedule", "rotate", "revoke", "format", "storeChange"]
 
 VERSION_ANNOTATION = "apikeys.dev/version"
 FINGERPRINT_ANNOTATION = "apikeys.dev/fingerprint"
@@ -77,7 +78,7 @@ SCOPES_ANNOTATION = "apikeys.dev/scopes"
 GRACE_ENDED_EARLY_ANNOTATION = "apikeys.dev/grace-ended-early"
 RESTART_ANNOTATION_PREFIX = "apikeys.dev/restart-"
 MAX_TOKEN_LENGTH = 63
-GRACEFUL_TRIGGERS = ("schedule", "rotate", "format")
+GRACEFUL_TRIGGERS = ("schedule", "rotate", "format", "storeChange")
 
 
 def request_token(value: str) -> str:
@@ -123,6 +124,11 @@ class Observation:
     store_error: str | None = None
     store_location: str = ""
     store: StoreState = field(default_factory=StoreState)
+    # spec.store's config name, and this ApiKey's entries in the other stores its status
+    # names (a store move, see `placement`); names it gives that are not configured.
+    store_name: str = ""
+    elsewhere: tuple[StoreEntry, ...] = ()
+    unreachable: tuple[str, ...] = ()
     capabilities: Capabilities = field(default_factory=Capabilities)
     # Keys come from a vendor (a webhook generator), which must revoke each one itself.
     vendor_keys: bool = False
@@ -205,11 +211,13 @@ class DeleteSecret:
 
 @dataclass(frozen=True)
 class Promote:
-    """Step 3."""
+    """Step 3, in the store `store` names (`TARGET`: spec.store; a store move's old
+    store while it finishes a rotation interrupted there)."""
 
     version: int
     previous_valid_until: datetime
     trigger: str
+    store: str = TARGET
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,7 @@ class PromoteRevoking:
 
     version: int
     revokes: int
+    store: str = TARGET
 
 
 @dataclass(frozen=True)
@@ -230,10 +239,22 @@ class Revoke:
     version: int
     kind: Literal["expired", "emergency"]
     external_id: str = ""
+    store: str = TARGET
+
+
+@dataclass(frozen=True)
+class RetireStore:
+    """Delete this ApiKey's whole entry in a store it has moved away from, once the Secret
+    holds none of its keys (the old key's grace is over): the expire step of a store move.
+    Vendor keys (`external_ids`) are revoked at the vendor first."""
+
+    store: str
+    kind: Literal["expired", "emergency"]
+    external_ids: tuple[str, ...] = ()
 
 
 Step = (CreateInitial | CreatePending | WriteSecret | DeleteSecret | Promote | PromoteRevoking
-        | Revoke)
+        | Revoke | RetireStore)
 
 
 @dataclass(frozen=True)
@@ -245,6 +266,7 @@ class Readiness:
     message: str
     stalled: str | None = None  # InvalidSpec: the message, when no retry can help
     scheduled: tuple[bool, Reason, str] | None = None
+    cleanup: str | None = None  # StoreCleanupIncomplete: an entry left in an unconfigured store
 
 
 @dataclass(frozen=True)
@@ -266,13 +288,87 @@ class Plan:
 
 def plan(obs: Observation) -> Plan:
     """The next step for one ApiKey, with its readiness, status, Events and wake-up time."""
-    result = _plan(obs)
-    if result.step is None:
-        result = replace(result, events=_key_events(obs, result.status, _grace_and_period(obs)[0]))
-    return result
+    grace = _grace_and_period(obs)[0]
+    placed = _pool(obs, grace)
+    # The state machine plans with every entry's versions as one; each step then goes to
+    # the store that holds its version.
+    viewed = replace(obs, store=placed.view, store_location=placed.location)
+    result = _plan(viewed, placed)
+    if result.step is not None:
+        result = replace(result, step=_placed_step(obs, placed, result.step))
+    else:
+        result = replace(result, events=_key_events(viewed, result.status, grace))
+    return _with_placement(obs, placed, result)
 
 
-def _plan(obs: Observation) -> Plan:
+def _pool(obs: Observation, grace: timedelta) -> Pool:
+    """The entries folded into one view, told apart by what the status records."""
+    def named(value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        return TARGET if value == obs.store_name else value
+    def shown(field_name: str, part: str) -> str:
+        entry = obs.status.get(field_name)
+        return str(entry.get(part) or "") if isinstance(entry, Mapping) else ""
+    def shown_time(field_name: str, part: str) -> datetime | None:
+        try:
+            return parse_time(shown(field_name, part))
+        except ValueError:
+            return None
+    return pool(obs.ref, obs.store, obs.store_location, obs.elsewhere, grace,
+                recorded=named(obs.status.get("store")),
+                current_fingerprint=shown("currentKey", "fingerprint"),
+                current_created=shown_time("currentKey", "createdAt"),
+                previous_fingerprint=shown("previousKey", "fingerprint"),
+                previous_until=shown_time("previousKey", "validUntil"), now=obs.now)
+
+
+def _placed_step(obs: Observation, placed: Pool, step: Step) -> Step:
+    """`step` sent to the store holding its version. Revoking the key left in a store the
+    ApiKey has moved away from deletes that whole entry: nothing stays behind there."""
+    if isinstance(step, Promote | PromoteRevoking):
+        return replace(step, store=placed.pending_at)
+    if isinstance(step, Revoke):
+        # The planner revokes only the previous version (in its grace, or at once).
+        where = placed.previous_at
+        if where == placed.active:
+            return replace(step, store=where)
+        step = RetireStore(where, step.kind)
+    if isinstance(step, RetireStore):
+        return replace(step, external_ids=external_ids(
+            entry_state(obs.store, obs.elsewhere, step.store)))
+    return step
+
+
+def _with_placement(obs: Observation, placed: Pool, result: Plan) -> Plan:
+    """status.store (where the current key lives) and status.formerStores (other stores
+    still holding this ApiKey's versions, configured or not): what a restart, a second move
+    and a deletion read to find every entry."""
+    status = dict(result.status)
+    if obs.spec is None or obs.spec_error or obs.store_error:
+        # The stores were not consulted: keep what the status last said.
+        status["store"] = obs.status.get("store")
+        status["formerStores"] = obs.status.get("formerStores")
+        return replace(result, status=status)
+    name = obs.spec.store
+    active = placed.active or name
+    former = {entry or name for entry in placed.entries} | set(obs.unreachable)
+    former.discard(active)
+    status["store"] = active if placed.view.current is not None else None
+    status["formerStores"] = sorted(former) or None
+    readiness = result.readiness
+    if obs.unreachable:
+        names = ", ".join(sorted(obs.unreachable))
+        readiness = replace(readiness, cleanup=(
+            f"store{'s' if len(obs.unreachable) > 1 else ''} {names} still hold"
+            f"{'' if len(obs.unreachable) > 1 else 's'} this ApiKey's entry but "
+            f"{'are' if len(obs.unreachable) > 1 else 'is'} no longer configured: its keys "
+            "there could not be revoked; configure the store again (the entry is then "
+            "deleted) or delete the entry by hand"))
+    return replace(result, status=status, readiness=readiness)
+
+
+def _plan(obs: Observation, placed: Pool) -> Plan:
     spec = obs.spec
     if spec is None or obs.spec_error:
         message = _with_key_state(obs, obs.spec_error or "invalid spec")
@@ -308,6 +404,7 @@ def _plan(obs: Observation) -> Plan:
         old = store.current
         if (emergency and old is not None and store.previous is None
                 and obs.capabilities.promote_revoking and not obs.vendor_keys
+                and placed.current_at == placed.pending_at
                 and old.key not in obs.secret.data.values()):
             return ctx.step(PromoteRevoking(pending.version, old.version))
         until = now if emergency else now + ctx.grace
@@ -324,6 +421,14 @@ def _plan(obs: Observation) -> Plan:
         return ctx.step(DeleteSecret(stale, Event(
             "Normal", Reason.SECRET_REMOVED,
             f"Secret {stale} deleted: the key is now projected into Secret {spec.secret_name}")))
+
+    if placed.leftovers and store.current is not None:
+        # An entry holding none of the versions in use (an interrupted earlier move): the
+        # Secret first holds only what is in use, then that entry goes.
+        desired = _desired_secret(obs, spec, store.current, previous)
+        if desired is not None:
+            return ctx.step(desired)
+        return ctx.step(RetireStore(placed.leftovers[0], "expired"))
 
     # The grace of the previous key is over: out of the Secret first, then out of the store.
     # An early end (the key provably unused) takes the very same steps; only its deadline
@@ -342,11 +447,12 @@ def _plan(obs: Observation) -> Plan:
         handles = {k: v for k, v in (("rotate", obs.rotate_request),
                                      ("revoke", obs.revoke_request)) if v}
         if obs.capabilities.write_initial:
-            return ctx.step(CreateInitial(store.next_version(), now, spec.key_format,
+            return ctx.step(CreateInitial(_next_version(obs), now, spec.key_format,
                                           spec.scopes, handles))
         return ctx.step(_create(obs, spec, handles, "initial"))
 
-    trigger, handles = _rotation_trigger(obs, spec, ctx.problem, ctx.rotate_every)
+    moving = placed.active != TARGET
+    trigger, handles = _rotation_trigger(obs, spec, ctx.problem, ctx.rotate_every, moving)
     if trigger == "revoke" and previous is not None:
         # An emergency revokes every old version, the one still in its grace first.
         return ctx.step(_expire(obs, spec, previous, "emergency"))
@@ -357,6 +463,9 @@ def _plan(obs: Observation) -> Plan:
         # A graceful rotation never cuts a grace: it waits for it to end, visibly.
         return ctx.finish(queued=(trigger, _requested_at(obs, trigger, ctx.rotate_every)))
     if trigger is not None:
+        if moving:
+            # The tokens the old store answered travel with the key: none is acted on twice.
+            handles = {**store.handled, **handles}
         return ctx.step(_create(obs, spec, handles, trigger))
     return ctx.finish()
 
@@ -410,7 +519,7 @@ def _unhandled(obs: Observation, kind: str, token: str | None) -> bool:
 
 def _rotation_trigger(
     obs: Observation, spec: ApiKeySpec, policy_problem: tuple[Reason, str] | None,
-    rotate_every: timedelta | None,
+    rotate_every: timedelta | None, moving: bool = False,
 ) -> tuple[Trigger | None, dict[str, str]]:
     """Which rotation (if any) is due now, and the request tokens it will answer."""
     current = obs.store.current
@@ -429,6 +538,8 @@ def _rotation_trigger(
         return None, {}
     if "rotate" in outstanding:
         return "rotate", outstanding
+    if moving:
+        return "storeChange", {}
     if current.key_format != spec.key_format:
         return "format", {}
     if rotate_every is not None and obs.now >= current.created_at + rotate_every:
@@ -439,13 +550,25 @@ def _rotation_trigger(
 def _create(obs: Observation, spec: ApiKeySpec, handles: Mapping[str, str],
             trigger: Trigger) -> CreatePending:
     return CreatePending(
-        version=obs.store.next_version(),
+        version=_next_version(obs),
         created_at=obs.now,
         key_format=spec.key_format,
         scopes=spec.scopes,
         handles=dict(handles),
         trigger=trigger,
     )
+
+
+def _next_version(obs: Observation) -> int:
+    """The next version number. With an entry left in a store that is no longer configured,
+    above every version the status shows too: a version number never names two keys."""
+    number = obs.store.next_version()
+    if obs.unreachable:
+        for field_name in ("currentKey", "previousKey"):
+            recorded = _recorded(obs.status, field_name)
+            if recorded is not None:
+                number = max(number, recorded[0] + 1)
+    return number
 
 
 def _expire(obs: Observation, spec: ApiKeySpec, previous: VersionDocument,
@@ -721,12 +844,13 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
         return ()
     before = obs.status
     was_current = _recorded(before, "currentKey")
-    valid = store.valid_keys()
+    # Versions can repeat across stores after a store move: a key is told by its fingerprint.
+    valid = {fingerprint(d.key) for d in (store.current, store.previous, store.pending) if d}
     gone = [key for key in (_recorded(before, "previousKey"), was_current)
-            if key is not None and key[0] not in valid]
+            if key is not None and key[1] not in valid]
     events: list[Event] = []
     fp = fingerprint(current.key)
-    rotated = was_current is not None and was_current[0] != current.version
+    rotated = was_current is not None and was_current != (current.version, fp)
     if current.trigger == "revoke" and rotated:
         if store.previous is None:  # announced once every old version is gone
             names = ", ".join(f"{v} ({f})" for v, f in sorted(gone))
@@ -808,8 +932,12 @@ def advance(obs: Observation, step: Step, written: VersionDocument | None = None
     """The observation after `step` succeeded (for a create, `written` is what the store
     returned: the new version, or the one that already existed). The store transitions
     are the backends' own (`stores.base`)."""
+    if isinstance(step, Promote | PromoteRevoking | Revoke | RetireStore) and step.store:
+        return _advance_elsewhere(obs, step)
     store = obs.store
     where = obs.store_location
+    if isinstance(step, RetireStore):
+        return replace(obs, store=StoreState())
     if isinstance(step, CreateInitial):
         assert written is not None
         store = with_initial(store, obs.ref, written) if store.current is None else store
@@ -836,3 +964,21 @@ def advance(obs: Observation, step: Step, written: VersionDocument | None = None
         )
         return replace(obs, secret=secret)
     return replace(obs, store=store)
+
+
+def _advance_elsewhere(obs: Observation, step: Promote | PromoteRevoking | Revoke | RetireStore,
+                       ) -> Observation:
+    """The observation after a step in another store than spec.store's (a store move)."""
+    entries = []
+    for entry in obs.elsewhere:
+        if entry.name != step.store:
+            entries.append(entry)
+        elif isinstance(step, Promote):
+            entries.append(replace(entry, state=promoted(
+                entry.state, step.version, step.previous_valid_until, entry.location)))
+        elif isinstance(step, PromoteRevoking):
+            entries.append(replace(entry, state=promoted_revoking(
+                entry.state, step.version, entry.location)))
+        elif isinstance(step, Revoke):
+            entries.append(replace(entry, state=without(entry.state, step.version)))
+    return replace(obs, elsewhere=tuple(entries))

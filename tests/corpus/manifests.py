@@ -11,6 +11,10 @@ YAML documents applied in order; which one is under test depends on the outcome:
   condition ``type``/``status``/``reason`` and a message containing ``message``;
 * ``ready``: the ApiKey ``name`` becomes Ready at ``version`` (default 1);
 * ``invalid-yaml``: the file does not even parse (a client refuses it).
+
+When the ApiKey under test appears more than once, the earlier documents are setup (each
+applied and Ready in turn) and the last is an update of its spec: nothing but that ApiKey may
+change then, neither its Secret nor its store entry.
 """
 
 from __future__ import annotations

@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 import pytest
 
 from apikey_operator.kube import KubeStale, KubeTransient
-from apikey_operator.reconciler import ReconcileFailed, Reconciler, Runtime, StatusCache
+from apikey_operator.reconciler import (
+    ReconcileFailed,
+    Reconciler,
+    Runtime,
+    StatusCache,
+    delete_from_store,
+)
 from apikey_operator.stores.base import (
     Capabilities,
     KeyRef,
@@ -289,6 +295,57 @@ async def test_a_second_writer_with_an_older_view_records_and_announces_nothing_
     assert r.reasons() == ["Provisioned"]
 
 
+def moving_rig() -> tuple[Rig, MemoryStore]:
+    """A key provisioned in store `memory`, with a second configured store `other`."""
+    r = rig()
+    other = MemoryStore()
+    other.name = "other"
+    r.reconciler.rt.stores = {"memory": r.store, "other": other}
+    return r, other
+
+
+def move_to(r: Rig, store: str) -> None:
+    r.api.apikey["spec"]["store"] = store
+    r.api.apikey["metadata"]["generation"] += 1
+
+
+async def test_a_store_move_is_a_graceful_rotation_that_retires_the_old_entry() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    first = r.store.state.current
+    assert first is not None and first.version == 1
+    r.at(T0 + timedelta(minutes=1))
+    move_to(r, "other")
+    await r.reconcile()
+    # The new key is current in the new store; the old one stays valid in the old store.
+    assert other.state.current is not None and other.state.current.version == 2
+    assert r.store.state.current == first
+    data = r.api.secrets["billing"]["data"]
+    assert set(data) == {"api-key", "api-key-previous"}
+    status = r.api.apikey["status"]
+    assert (status["store"], status["formerStores"]) == ("other", ["memory"])
+    assert status["previousKey"]["version"] == 1
+    assert r.reasons()[-1] == "Rotated" and "(storeChange)" in r.events[-1][2]
+    r.at(T0 + timedelta(days=1, minutes=2))
+    await r.reconcile()
+    # Grace over: out of the Secret, then the old store's entry is deleted.
+    assert not r.store.state.exists and r.store.calls[-1] == "delete"
+    assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
+    assert "formerStores" not in r.api.apikey["status"]
+    assert r.reasons()[-1] == "GraceExpired"
+
+
+async def test_deleting_an_apikey_mid_move_deletes_its_entry_in_every_store() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    assert r.store.state.exists and other.state.exists
+    cleanup = await delete_from_store(r.reconciler.rt, copy.deepcopy(r.api.apikey))
+    assert not r.store.state.exists and not other.state.exists
+    assert cleanup.incomplete == ""
+
+
 async def test_a_new_keys_secret_is_created_without_reading_it_first() -> None:
     r = rig(Capabilities(write_initial=True))
     await r.reconcile()
@@ -310,3 +367,34 @@ async def test_somebody_elses_secret_is_found_by_the_create_and_never_overwritte
     await r.reconcile()  # the name is known to be taken now: read, not created again
     assert (r.api.creates, r.api.gets) == (1, 2)
     assert r.api.secrets["billing"] == foreign
+
+
+async def test_a_store_removed_from_the_config_is_reported_never_forgotten() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    # The old store leaves the operator's config mid-grace.
+    r.reconciler.rt.stores = {"other": other}
+    r.at(T0 + timedelta(minutes=1))
+    await r.reconcile()
+    status = r.api.apikey["status"]
+    assert (status["store"], status["formerStores"]) == ("other", ["memory"])
+    cleanup = {c["type"]: c for c in status["conditions"]}["StoreCleanup"]
+    assert (cleanup["status"], cleanup["reason"]) == ("False", "StoreCleanupIncomplete")
+    assert r.events[-1][:2] == ("Warning", "StoreCleanupIncomplete")
+    result = await delete_from_store(r.reconciler.rt, copy.deepcopy(r.api.apikey))
+    assert not other.state.exists
+    assert "store memory is no longer configured" in result.incomplete
+
+
+async def test_retain_leaves_every_store_entry_of_a_moved_key() -> None:
+    r, other = moving_rig()
+    await r.reconcile()
+    move_to(r, "other")
+    await r.reconcile()
+    body = copy.deepcopy(r.api.apikey)
+    body["spec"]["deletionPolicy"] = "Retain"
+    await delete_from_store(r.reconciler.rt, body)
+    assert r.store.state.exists and other.state.exists
+    assert "delete" not in r.store.calls + other.calls
