@@ -882,6 +882,14 @@ def _key_events(obs: Observation, after: Mapping[str, Any],
             f"rotated ({current.trigger}) to key version {current.version} ({fp}); version "
             f"{store.previous.version} stays valid for {format_duration(grace)} (until "
             f"{format_time(store.previous_valid_until)})"))
+    elif rotated and was_current is not None:
+        # The rotation and the end of its grace reach the status in one write (a short grace
+        # and a status write that had to wait): the rotation is still announced, before the
+        # end of the grace it started.
+        events.insert(0, Event(
+            "Normal", Reason.ROTATED,
+            f"rotated ({current.trigger}) to key version {current.version} ({fp}); the grace "
+            f"of version {was_current[0]} ({was_current[1]}) has already ended"))
     now_previous = after.get("previousKey")
     if (isinstance(now_previous, Mapping) and now_previous.get("inUseReportedAt")
             and not (isinstance(was_previous, Mapping)

@@ -398,3 +398,17 @@ async def test_retain_leaves_every_store_entry_of_a_moved_key() -> None:
     await delete_from_store(r.reconciler.rt, body)
     assert r.store.state.exists and other.state.exists
     assert "delete" not in r.store.calls + other.calls
+
+
+async def test_a_rotation_recorded_only_after_its_grace_ended_is_still_announced() -> None:
+    r = rig(Capabilities(write_initial=True))
+    await r.reconcile()
+    r.at(T0 + timedelta(minutes=1))
+    r.annotate(rotate="a")
+    r.api.fail_status.append(KubeTransient("updating status: 500", 500))
+    with pytest.raises(ReconcileFailed):
+        await r.reconcile()  # rotated in the store, not recorded
+    r.at(T0 + timedelta(days=1, minutes=2))  # the retry comes after the grace has ended
+    await r.reconcile()
+    assert r.reasons() == ["Provisioned", "Rotated", "GraceExpired"]
+    assert "grace of version 1" in r.events[1][2]
