@@ -300,8 +300,13 @@ def _unreachable(server: str, exc: Exception) -> str:
 # --- verbs -----------------------------------------------------------------------------------
 
 
+def clock() -> datetime:
+    """The CLI's one clock (the operator's is `Runtime.clock`); tests may replace it."""
+    return datetime.now(UTC)
+
+
 def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _annotate(session: Session, action: str, namespace: str, name: str,
@@ -350,7 +355,7 @@ def _nothing_found(session: Session, args: argparse.Namespace) -> None:
 
 
 async def _status(session: Session, args: argparse.Namespace) -> int:
-    now = datetime.now(UTC)
+    now = clock()
     if args.target:
         if args.all_namespaces or args.selector:
             raise CliError("status NAME takes neither -A nor -l")
@@ -375,7 +380,7 @@ async def _status(session: Session, args: argparse.Namespace) -> int:
 async def _audit(session: Session, args: argparse.Namespace) -> int:
     from apikey_operator.kube import KubeError
 
-    now = datetime.now(UTC)
+    now = clock()
     items = sorted(await _listed(session, args),
                    key=lambda i: (i["metadata"]["namespace"], i["metadata"]["name"]))
     policies = {str(p["metadata"]["name"]): p
