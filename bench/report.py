@@ -105,8 +105,15 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "kopf": metadata.version("kopf"),
-        "lightkube": metadata.version("lightkube"),
+        "aiohttp": metadata.version("aiohttp"),  # the operator's Kubernetes client
     }
+
+
+def _client_version(machine: Mapping[str, Any]) -> str:
+    """The operator's HTTP client: aiohttp since issue 17, lightkube in older results."""
+    if "aiohttp" in machine:
+        return f"aiohttp {machine['aiohttp']}"
+    return f"lightkube {machine.get('lightkube', '?')}"
 
 
 def _git(*args: str) -> str:
@@ -309,7 +316,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         + "\n",
         f"Machine: {m['cpu_model']} ({m['cpus']} CPUs at {m['cpu_mhz']} MHz), "
         f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}, Python {m['python']}, "
-        f"kopf {m['kopf']}, lightkube {m['lightkube']}. Each size and side gets a fresh real "
+        f"kopf {m['kopf']}, {_client_version(m)}. Each size and side gets a fresh real "
         f"control plane: etcd, kube-apiserver {apiserver} and kube-controller-manager "
         "(`apikey_operator.testing.controlplane`, binaries from `tools/build-go-tools`), with "
         "a counting HTTPS proxy in front of the kube-apiserver for the process under test. "
