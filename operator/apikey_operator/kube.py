@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,17 @@ class KubeTransient(KubeError):
         self.retry_after = retry_after
 
 
+class _InvalidAnswer(aiohttp.ClientError):
+    """A 2xx answer (or a watch line) that is not JSON."""
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise _InvalidAnswer("not JSON") from None
+
+
 class _ApiStatus(Exception):
     """A non-2xx answer: the HTTP status and the server's Status object (or {})."""
 
@@ -87,7 +99,7 @@ def _transport_name(exc: BaseException) -> str:
         return "Timeout"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "ServerDisconnected"
-    if isinstance(exc, ValueError):  # a 2xx answer that is not JSON
+    if isinstance(exc, _InvalidAnswer):
         return "InvalidResponse"
     return type(exc).__name__
 
@@ -115,7 +127,7 @@ def _map_error(exc: BaseException, what: str) -> KubeError:
 
 
 # What a request can fail with besides an HTTP status: each becomes a KubeTransient.
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def decode_data(data: Mapping[str, str] | None) -> dict[str, str]:
@@ -227,7 +239,7 @@ class KubeClient:
                                        headers=headers) as response:
                 raw = await response.read()
                 if response.status < 300:
-                    return json.loads(raw) if raw else {}
+                    return dict(_json(raw)) if raw else {}
                 if response.status == 401 and attempt == 1 and await self._relogin():
                     continue
                 raise _status_of(response, raw)
@@ -304,18 +316,19 @@ class KubeClient:
             if version:
                 params["resourceVersion"] = version
             try:
-                async for type_, obj in self._watch(path, params):
-                    if type_ == "ERROR":
-                        if obj.get("code") == 410:
-                            version = None  # too old: start over with what exists now
-                            break
-                        raise _ApiStatus(int(obj.get("code") or 500), obj, "", None)
-                    version = str((obj.get("metadata") or {}).get("resourceVersion")
-                                  or version or "") or None
-                    if type_ == "BOOKMARK":
-                        continue
-                    pause = 1.0
-                    yield type_, obj
+                async with contextlib.aclosing(self._watch(path, params)) as events:
+                    async for type_, obj in events:
+                        if type_ == "ERROR":
+                            if obj.get("code") == 410:
+                                version = None  # too old: start over with what exists now
+                                break
+                            raise _ApiStatus(int(obj.get("code") or 500), obj, "", None)
+                        version = str((obj.get("metadata") or {}).get("resourceVersion")
+                                      or version or "") or None
+                        if type_ == "BOOKMARK":
+                            continue
+                        pause = 1.0
+                        yield type_, obj
             except _ApiStatus as exc:
                 if exc.code == 410:
                     version = None
@@ -333,7 +346,7 @@ class KubeClient:
         logger.warning("watching Secrets%s: %s; again in %.0fs", where, error, pause)
 
     async def _watch(self, path: str, params: Mapping[str, str],
-                     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+                     ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """One watch stream's events, until the server ends it."""
         session = self._session_now()
         # No read timeout beyond the server's own end of the watch (with a margin).
@@ -353,7 +366,7 @@ class KubeClient:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        event = json.loads(line)
+                        event = _json(line)
                         yield str(event.get("type")), event.get("object") or {}
 
     async def delete_secret(self, namespace: str, name: str) -> None:
