@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import os
+import subprocess
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -622,9 +623,10 @@ def _from_kubeconfig(path: str, context: str | None) -> ClientTarget:
     Not kopf.login_with_kubeconfig(): it reads only $KUBECONFIG's current context, takes no
     --kubeconfig or --context, and leaves relative file names relative to the working
     directory. This reads the same fields (server, CA, client certificate and key as files
-    or data, token or basic auth, the context's namespace), plus `tokenFile`, with file
-    names relative to the kubeconfig's folder, as kubectl does. Exec and auth-provider
-    plugins are not run (an auth-provider's cached access-token is used, as kopf does).
+    or data, token or basic auth, the context's namespace), plus `tokenFile` and `exec`
+    credential plugins (cloud logins: EKS, GKE, AKS), with file names relative to the
+    kubeconfig's folder, as kubectl does. Auth-provider plugins are not run (their cached
+    access-token is used, as kopf does).
     """
     expanded = Path(path).expanduser()
     try:
@@ -673,21 +675,53 @@ def _context_of(doc: Mapping[str, Any], path: str, folder: Path,
         token = Path(str(file(user["tokenFile"]))).read_text(encoding="utf-8").strip()
     if not token:
         token = ((user.get("auth-provider") or {}).get("config") or {}).get("access-token")
+    plugin: dict[str, Any] = {}
+    if not token and user.get("exec"):
+        plugin = _exec_credential(user["exec"], path, folder)
+        token = plugin.get("token")
     info = ConnectionInfo(
         server=str(cluster["server"]),
         ca_path=file(cluster.get("certificate-authority")),
         ca_data=cluster.get("certificate-authority-data"),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
         certificate_path=file(user.get("client-certificate")),
-        certificate_data=user.get("client-certificate-data"),
+        certificate_data=(user.get("client-certificate-data")
+                          or plugin.get("clientCertificateData")),
         private_key_path=file(user.get("client-key")),
-        private_key_data=user.get("client-key-data"),
+        private_key_data=user.get("client-key-data") or plugin.get("clientKeyData"),
         username=user.get("username"),
         password=user.get("password"),
         token=token or None,
         default_namespace=ctx.get("namespace") or None,
     )
     return ClientTarget(info, path, str(chosen))
+
+
+def _exec_credential(spec: Mapping[str, Any], path: str, folder: Path) -> dict[str, Any]:
+    """Run a kubeconfig's exec credential plugin (as kubectl does, non-interactively) and
+    return its ExecCredential status: a token, or client certificate and key data."""
+    command = str(spec["command"])
+    if os.sep in command and not Path(command).is_absolute():
+        command = str(folder / command)
+    env = {**os.environ, **{str(e["name"]): str(e["value"]) for e in spec.get("env") or []},
+           "KUBERNETES_EXEC_INFO": json.dumps({
+               "apiVersion": spec.get("apiVersion", "client.authentication.k8s.io/v1"),
+               "kind": "ExecCredential", "spec": {"interactive": False}})}
+    try:
+        done = subprocess.run([command, *map(str, spec.get("args") or [])], env=env,
+                              capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KubeConfigError(f"kubeconfig {path}: credential plugin {command} did not run "
+                              f"({type(exc).__name__})") from None
+    if done.returncode != 0:
+        raise KubeConfigError(f"kubeconfig {path}: credential plugin {command} failed "
+                              f"(exit {done.returncode})")
+    try:
+        status = json.loads(done.stdout)["status"]
+    except (ValueError, KeyError, TypeError):
+        raise KubeConfigError(f"kubeconfig {path}: credential plugin {command} printed no "
+                              "ExecCredential status") from None
+    return dict(status) if isinstance(status, Mapping) else {}
 
 
 def client_for(target: ClientTarget, timeout: float = 15.0) -> KubeClient:

@@ -194,3 +194,24 @@ def test_a_kubeconfig_context_resolves_relative_files_and_its_namespace(tmp_path
     assert target.config.ca_path == str(tmp_path / "ca.pem")
     assert target.config.as_http_headers() == {"Authorization": "Bearer from-file"}
     assert load_target(str(config), "two").namespace == "default"
+
+
+def test_an_exec_credential_plugin_supplies_the_token(tmp_path: Any) -> None:
+    plugin = tmp_path / "bin" / "login"
+    plugin.parent.mkdir()
+    plugin.write_text("#!/bin/sh\n"
+                      "echo '{\"kind\": \"ExecCredential\",'\n"
+                      "echo ' \"status\": {\"token\": \"'$WHO'\"}}'\n")
+    plugin.chmod(0o755)
+    config = tmp_path / "config"
+    config.write_text(
+        "clusters: [{name: c, cluster: {server: 'https://k:6443'}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1,\n"
+        "         command: ./bin/login, env: [{name: WHO, value: cloud-token}]}}}]\n"
+        "contexts: [{name: one, context: {cluster: c, user: u}}]\n"
+        "current-context: one\n")
+    target = load_target(str(config))
+    assert target.config.as_http_headers() == {"Authorization": "Bearer cloud-token"}
+    plugin.write_text("#!/bin/sh\nexit 3\n")
+    with pytest.raises(KubeError, match=r"credential plugin .*/bin/login failed \(exit 3\)$"):
+        load_target(str(config))
