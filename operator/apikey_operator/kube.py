@@ -34,7 +34,7 @@ FIELD_MANAGER = "apikey-operator"
 # The bench tells the operator's own requests from kopf's ("kopf/...") by this.
 USER_AGENT = f"apikey-operator/{__version__}"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-CONNECTION_LIMIT = 64
+CONNECTION_LIMIT = 100  # as httpx (lightkube) had; a request waits at most the timeout for one
 WATCH_SECONDS = 300  # the server ends each watch after this; it is re-opened where it stopped
 _APIKEYS = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/apikeys"
 _POLICIES = f"/apis/{GROUP}/{VERSION}/rotationpolicies"
