@@ -5,7 +5,8 @@ Requests are split three ways, by who sent them:
 - ``kopf``: kopf's own client. Its writes to ApiKeys (finalizer, progress and diff-base
   patches) are kopf's bookkeeping; its Event POSTs are either kopf's log lines (reason
   ``Logging``) or Events the operator asked kopf to post (any other reason: ours).
-- ``operator``: the operator's own API client (lightkube): Secrets, status patches, reads.
+- ``operator``: the operator's own API client (``apikey_operator.kube`` on aiohttp, User-Agent
+  ``apikey-operator/...``): Secrets, status patches, reads.
   Requests to Secrets in the operator's namespace are the built-in store's.
 - ``bench``: the driver; never counted (it talks to the kube-apiserver directly anyway).
 

@@ -4,7 +4,8 @@ For each ApiKey-shaped object it creates one Secret (owned by the object) holdin
 random key and sets the object's status to ``Ready=True`` with the generation it saw,
 through kopf's own patch (together with kopf's bookkeeping); nothing else: no store, no
 events of its own, no rotation, no deletion handling. kopf's defaults are kept; the
-Secret is created with lightkube, the operator's client, so its cost is in the floor.
+Secret is created with the operator's own client (`apikey_operator.kube`, raw aiohttp), so
+its cost is in the floor.
 
 Run as ``python -m bench.baseline_operator`` with ``KUBECONFIG`` set; it serves every
 namespace until SIGTERM.
@@ -16,21 +17,20 @@ import logging
 import secrets
 import sys
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Secret
+
+from apikey_operator.kube import KubeClient, KubeError
 
 GROUP, VERSION = "apikeys.dev", "v1alpha1"
-_client: AsyncClient | None = None
+_client: KubeClient | None = None
 
 
-def _api() -> AsyncClient:
+def _api() -> KubeClient:
     global _client
     if _client is None:
-        _client = AsyncClient(field_manager="apikey-baseline")
+        _client = KubeClient()
     return _client
 
 
@@ -50,17 +50,17 @@ async def provision(meta: kopf.Meta, namespace: str, name: str, patch: kopf.Patc
                     **_: Any) -> None:
     owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApiKey", "name": name,
              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
-    secret = cast(Secret, Secret.from_dict({
+    secret = {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner],
                      "labels": {"app.kubernetes.io/managed-by": "apikey-baseline"}},
         "stringData": {"api-key": secrets.token_urlsafe(32)},
-    }))
+    }
     try:
-        await _api().create(secret)
-    except ApiError as exc:
+        await _api().create_secret(secret)
+    except KubeError as exc:
         # Idempotent like any real operator: a retried handler finds its own Secret.
-        if exc.status.code != 409:
+        if exc.status != 409:
             raise
     generation = meta.get("generation")
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

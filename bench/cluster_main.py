@@ -57,7 +57,8 @@ _event_reason: contextvars.ContextVar[str] = contextvars.ContextVar("event_reaso
 
 
 def actor_of(user_agent: str) -> str:
-    """``bench`` (the driver), ``kopf`` (kopf's aiohttp client) or ``operator`` (lightkube)."""
+    """``bench`` (the driver), ``kopf`` (kopf's aiohttp client) or ``operator`` (the rest:
+    ``apikey-operator/...``, our own aiohttp client)."""
     if user_agent.startswith(BENCH_AGENT):
         return "bench"
     if user_agent.startswith("kopf/"):

@@ -136,7 +136,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "kopf": metadata.version("kopf"),
-        "lightkube": metadata.version("lightkube"),
+        "aiohttp": metadata.version("aiohttp"),  # the operator's Kubernetes client
         # kopf logs in through each client library it finds installed, and so loads it into
         # the operator's and the floor's processes: memory figures depend on these.
         "kopf_login_libraries": _installed("pykube-ng", "kubernetes"),
@@ -149,6 +149,13 @@ def _installed(*distributions: str) -> list[str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{name} {metadata.version(name)}")
     return found
+
+
+def _client_version(machine: Mapping[str, Any]) -> str:
+    """The operator's HTTP client: aiohttp since issue 17, lightkube in older results."""
+    if "aiohttp" in machine:
+        return f"aiohttp {machine['aiohttp']}"
+    return f"lightkube {machine.get('lightkube', '?')}"
 
 
 def _git(*args: str) -> str:
@@ -477,7 +484,7 @@ def markdown(results: Mapping[str, Any], out: pathlib.Path | None = None) -> str
         + "\n",
         f"Machine: {m['cpu_model']} ({m['cpus']} CPUs at {m['cpu_mhz']} MHz), "
         f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}, Python {m['python']}, "
-        f"kopf {m['kopf']}, lightkube {m['lightkube']}"
+        f"kopf {m['kopf']}, {_client_version(m)}"
         + (f" (kopf logs in through {', '.join(m['kopf_login_libraries'])}, loaded into "
            "both the operator and the floor)" if m.get("kopf_login_libraries") else "")
         + ". Each size and side gets a fresh real "

@@ -679,8 +679,9 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format, "DEBUG" if args.verbose else "INFO")
     if not args.verbose:
-        # One line per HTTP request and per watch event is noise at INFO.
-        for noisy in ("httpx2", "httpx", "httpcore2"):
+        # aiohttp logs nothing per request at INFO (and no bodies at any level: no tracing);
+        # its client and its internals stay at WARNING all the same.
+        for noisy in ("aiohttp.client", "aiohttp.internal"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("kopf.objects").addFilter(handlers.QuietEventHandlers())
     if settings.metrics_port:

@@ -8,6 +8,7 @@ import pytest
 from bench.cluster_main import CountingTraffic, actor_of, event_reason
 from bench.report import REQUIRED_FIGURES, missing_figures
 
+from apikey_operator.kube import USER_AGENT
 from bench import accounting, cluster_main
 
 pytestmark = pytest.mark.unit
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.unit
     ("apikey-bench/1", "bench"),
     ("kopf/1.45.2", "kopf"),
     ("python-httpx/0.28", "operator"),
+    (USER_AGENT, "operator"),  # the operator's own client (apikey_operator.kube)
     ("", "operator"),
 ])
 def test_requests_are_attributed_by_user_agent(agent: str, actor: str) -> None:

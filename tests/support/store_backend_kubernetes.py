@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
-from lightkube import AsyncClient, KubeConfig
 
-from apikey_operator.kube import FIELD_MANAGER, KubeClient
+from apikey_operator.kube import client_for, load_target
 from apikey_operator.stores import Store
 from apikey_operator.stores.base import KeyRef
 from apikey_operator.stores.kubernetes import (
@@ -47,13 +46,8 @@ class KubernetesBackend:
         return {"type": "kubernetes", **overrides}
 
     def make_store(self, **overrides: Any) -> Store:
-        import httpx2
-
-        config = KubeConfig.from_file(str(self.kubeconfig))
-        client = AsyncClient(
-            config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(TEST_TIMEOUT_SECONDS)
-        )
-        store = KubernetesStore(self.name, OPERATOR_NAMESPACE, KubeClient(client))
+        client = client_for(load_target(str(self.kubeconfig)), timeout=TEST_TIMEOUT_SECONDS)
+        store = KubernetesStore(self.name, OPERATOR_NAMESPACE, client)
         self._stores.append(store)
         return store
 

@@ -1,6 +1,6 @@
 """The consumer library: for applications that use API keys and services that accept them.
 
-Importable without kopf, lightkube or the operator's runtime; hvac, boto3 and
+Importable without kopf, aiohttp or the operator's runtime; hvac, boto3 and
 azure-keyvault-secrets are only needed by whoever builds the client passed to
 VaultSource / AwsSecretsManagerSource / AzureKeyVaultSource (or lets
 `ApiKeyProvider.from_reference` build it).

@@ -49,7 +49,7 @@ def split_resource(resource: str) -> tuple[str, str, str]:
 
 
 class KubeApi:
-    """Admin access to one API server for tests; thread-safe (one pooled httpx client)."""
+    """Admin access to one API server for tests; thread-safe (one pooled urllib3 client)."""
 
     def __init__(self, url: str, *, token: str | None = None,
                  ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
