@@ -59,7 +59,13 @@ class KubeError(Exception):
 
 
 class KubeStale(KubeError):
-    """A write conditional on a resourceVersion found the object changed since."""
+    """A write conditional on a resourceVersion found the object changed since; `current` is
+    the object as read to tell that (so the caller need not read it again)."""
+
+    def __init__(self, message: str, status: int = 0,
+                 current: dict[str, Any] | None = None) -> None:
+        super().__init__(message, status)
+        self.current = current
 
 
 class KubeTransient(KubeError):
@@ -420,7 +426,8 @@ class KubeClient:
                 current = await self.get_apikey(namespace, name)
                 meta = (current or {}).get("metadata") or {}
                 if meta.get("uid") == uid and meta.get("resourceVersion") != resource_version:
-                    raise KubeStale(f"{what}: the object changed meanwhile", 422) from None
+                    raise KubeStale(f"{what}: the object changed meanwhile", 422,
+                                    current=current) from None
             raise _map_error(exc, what) from None
         except _TRANSPORT_ERRORS as exc:
             raise _map_error(exc, what) from None

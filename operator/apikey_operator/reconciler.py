@@ -608,8 +608,10 @@ class Reconciler:
                 return await self.rt.kube.patch_apikey_status(
                     namespace, name, patch, uid=uid, has_status=bool(old),
                     resource_version=version)
-            except KubeStale:
-                fresh = await self.rt.kube.get_apikey(namespace, name)
+            except KubeStale as exc:
+                # The write's own read told the stale version apart: no second GET.
+                fresh = exc.current if exc.current is not None else (
+                    await self.rt.kube.get_apikey(namespace, name))
                 if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
                     raise KubeError(f"ApiKey {namespace}/{name} is gone", 404) from None
                 if _owned(_as_mapping(fresh.get("status"))) != _owned(old):
