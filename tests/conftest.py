@@ -37,13 +37,3 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if reporter is not None:
             for line in pytest_report_header(config):
                 reporter.write_line(line)
-
-
-# The longest single files (minutes each, one xdist worker apiece under `--dist loadfile`) start
-# first, so the other workers' files run beside them rather than after them.
-LONG_FILES = ("tests/bench/test_bench_smoke.py", "tests/reliability/test_crash_matrix.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: next((i for i, f in enumerate(LONG_FILES)
-                                      if item.nodeid.startswith(f)), len(LONG_FILES)))
