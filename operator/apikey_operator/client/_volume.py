@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,8 +28,12 @@ from apikey_operator.client.errors import SourceUnavailable
 
 DATA_DIR_LINK = "..data"
 # Each retry follows a swap that happened within microseconds of our read; a
-# kubelet swaps at most every sync period, so a handful is plenty.
+# kubelet swaps at most every sync period, so a handful is plenty. The first
+# retry is immediate; later ones wait a little longer each time (RETRY_PAUSES,
+# about 0.1 s in all), so a reader that was descheduled across several swaps on a
+# busy machine lets the writer finish instead of losing the same race again.
 MAX_ATTEMPTS = 8
+RETRY_PAUSES = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 # A key file holds one key (at most a few hundred bytes); anything larger is not ours and is
 # never read whole into memory.
 MAX_FILE_BYTES = 64 * 1024
@@ -73,7 +78,9 @@ def read_snapshot(directory: str, names: Iterable[str]) -> Snapshot:
     Files that do not exist in the version read come back as None.
     """
     wanted = tuple(names)
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+            time.sleep(RETRY_PAUSES[min(attempt, len(RETRY_PAUSES)) - 1])
         link = os.path.join(directory, DATA_DIR_LINK)
         try:
             target = os.readlink(link)
