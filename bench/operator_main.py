@@ -7,13 +7,18 @@ to :data:`bench.instrumented_store.STATS`; a small HTTP server on a free loopbac
 (written to FILE) answers ``GET /stats`` (``?reset_peaks=1`` starts a new peak window).
 The operator itself is not changed. With ``APIKEY_BENCH_PROFILE=FILE`` in the environment,
 SIGUSR1 starts cProfile on the operator's main thread (kopf's event loop) and a second
-SIGUSR1 writes the profile to FILE: the driver profiles one scenario at a time.
+SIGUSR1 writes the profile to FILE: the driver profiles one scenario at a time. With
+``APIKEY_BENCH_HEAP=FILE``, SIGUSR2 writes what holds the memory to FILE: live objects by
+type (from the garbage collector) and, when started with ``PYTHONTRACEMALLOC=N``, the
+allocation sites holding the most bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
+import gc
 import http.server
 import json
 import os
@@ -21,6 +26,7 @@ import pathlib
 import signal
 import sys
 import threading
+import tracemalloc
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +37,7 @@ from apikey_operator.stores.base import Store
 from bench.instrumented_store import STATS, InstrumentedStore
 
 PROFILE_ENV = "APIKEY_BENCH_PROFILE"
+HEAP_ENV = "APIKEY_BENCH_HEAP"
 
 
 def _instrument_stores() -> None:
@@ -82,7 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     profile_path = os.environ.get(PROFILE_ENV)
     if profile_path:
         _profile_on_signal(profile_path)
+    heap_path = os.environ.get(HEAP_ENV)
+    if heap_path:
+        signal.signal(signal.SIGUSR2, lambda _s, _f: _dump_heap(heap_path))
     return cli.main(rest)
+
+
+def _dump_heap(path: str) -> None:
+    """Write the 40 most numerous live object types and, if tracemalloc traces, the 40
+    allocation sites (8 frames deep) holding the most bytes."""
+    gc.collect()
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    lines = [f"{count:>9} {name}" for name, count in counts.most_common(40)]
+    if tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot()
+        total = sum(stat.size for stat in snapshot.statistics("filename"))
+        lines.append(f"traced: {total / 1e6:.1f} MB")
+        for stat in snapshot.statistics("traceback")[:40]:
+            lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:>8} blocks")
+            lines.extend(f"        {frame}" for frame in stat.traceback.format()[-16:])
+    pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 
 def _profile_on_signal(path: str) -> None:

@@ -15,8 +15,8 @@ import copy
 import logging
 import os
 import random
-from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -107,9 +107,10 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-# Key changes arrive in bursts (a GitOps sync of a thousand keys): one status write per
-# policy per this many seconds at most.
+# Key changes arrive in bursts (a GitOps sync of a thousand keys): a policy's status is
+# written once they pause for this long, and at most this long after the first change.
 POLICY_STATUS_INTERVAL = 2.0
+POLICY_STATUS_MAX_DELAY = 30.0
 
 
 class PolicyReporter:
@@ -117,17 +118,28 @@ class PolicyReporter:
 
     Not a kopf daemon: kopf puts a finalizer on every object a daemon serves, and a policy
     must stay deletable while the operator is down. Marked policies are reported together
-    after `POLICY_STATUS_INTERVAL`; with nothing marked the task sleeps.
+    once marks have paused for `POLICY_STATUS_INTERVAL` (at most `POLICY_STATUS_MAX_DELAY`
+    after the first); with nothing marked the task sleeps.
+
+    `key_counts` is kept by the ApiKey event handler, not by a kopf index: kopf makes every
+    object of an indexed kind wait for all of them to be indexed after a start, which is
+    quadratic in the number of ApiKeys and deadlocks above `queueing.worker_limit`
+    (kopf#1243). So the first report after a start also waits for the ApiKey listing to
+    begin (`keys_arrived`: an ApiKey event came, or `no_keys` found none exist) and to
+    pause: a count taken halfway through the listing would be written, then corrected.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, key_counts: Mapping[str, int],
+                 namespaces: Sequence[str] = ()) -> None:
         self.runtime = runtime
+        self.key_counts = key_counts
+        self.namespaces = tuple(namespaces)  # served namespaces; none: every namespace
+        self.keys_arrived = False
         self.dirty: set[str] = set()
         self.recorded: dict[str, Mapping[str, Any]] = {}  # by uid: our last write
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.policies: kopf.Index[str, Mapping[str, Any]] | None = None
-        self.refs: kopf.Index[str, str] | None = None
 
     def mark(self, name: str | None) -> None:
         if name is None:
@@ -144,19 +156,47 @@ class PolicyReporter:
                 await self._task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(POLICY_STATUS_INTERVAL)
-            self._wake.clear()
+            if not self.keys_arrived:
+                await self._no_keys()
+            await self._quiet(loop.time() + POLICY_STATUS_MAX_DELAY)
+            self.keys_arrived = True  # from now on a pause in marks is enough
             names, self.dirty = self.dirty, set()
-            if self.policies is None or self.refs is None:
+            if self.policies is None:
                 self.dirty |= names
                 continue
             for name in sorted(names):
                 bodies = self.policies.get(name)
                 body = next(iter(bodies), None) if bodies else None
                 if body is not None:
-                    await self._report(self.runtime, body, len(self.refs.get(name, ())))
+                    await self._report(self.runtime, body, self.key_counts.get(name, 0))
+
+    async def _no_keys(self) -> None:
+        """Before the first report: with no ApiKey at all there is no listing to wait for."""
+        try:
+            found = [await self.runtime.kube.any_apikeys(namespace)
+                     for namespace in (self.namespaces or (None,))]
+        except KubeError as exc:
+            logger.debug("could not tell whether any ApiKey exists: %s", exc)
+            return  # then the listing, or POLICY_STATUS_MAX_DELAY, decides
+        self.keys_arrived = self.keys_arrived or not any(found)
+
+    async def _quiet(self, deadline: float) -> None:
+        """Return once no mark came for POLICY_STATUS_INTERVAL (and the keys are listed),
+        or at `deadline`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            remaining = min(POLICY_STATUS_INTERVAL, deadline - loop.time())
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                if self.keys_arrived or loop.time() >= deadline:
+                    return
 
     async def _report(self, runtime: Runtime, body: Mapping[str, Any], keys: int) -> None:
         """Write the policy's status if it changed, and a Warning when it turns invalid."""
@@ -202,6 +242,7 @@ class Operator:
     namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
     # The policy each key names: a key that starts or stops naming one changes its `keys`.
     key_policies: dict[str, str] = field(default_factory=dict)  # by ApiKey uid
+    policy_keys: Counter[str] = field(default_factory=Counter)  # ApiKeys per policy name
     policy_specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last seen, by name
     policies: PolicyReporter = field(init=False)
     secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
@@ -218,7 +259,8 @@ class Operator:
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(self.runtime)
-        self.policies = PolicyReporter(self.runtime)
+        self.policies = PolicyReporter(self.runtime, self.policy_keys,
+                                       self.settings.namespaces or ())
 
     def wake_key(self, uid: str) -> None:
         """The usage monitor's way in: a key whose early-expiry decision changed plans again."""
@@ -303,7 +345,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.reporting_instance = os.environ.get("HOSTNAME", "apikey-operator")
     settings.posting.event_name_prefix = "apikey-"
     settings.watching.server_timeout = 600
-    settings.queueing.worker_limit = 1000
+    # No limit: with indexes, kopf's per-object workers wait after a start until every
+    # object of every indexed kind is indexed, holding their slots; more namespaces or
+    # policies than the limit would never finish (kopf#1243). A worker is a short-lived
+    # task; our own calls are bounded by the client's pool and the store slots.
+    settings.queueing.worker_limit = None
     if operator.settings.standalone:
         settings.peering.standalone = True
     else:
@@ -347,11 +393,18 @@ def _trigger_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
 async def apikey_event(body: kopf.Body, uid: str, type: str | None, memo: kopf.Memo,
                        **kwargs: Any) -> None:
     operator = _operator(memo)
+    operator.policies.keys_arrived = True
     policy = None if type == "DELETED" else _policy_name(body)
-    if operator.key_policies.get(uid) != policy:
-        operator.policies.refs = kwargs["policy_refs"]
-        operator.policies.mark(operator.key_policies.get(uid))
-        operator.policies.mark(policy)
+    before = operator.key_policies.get(uid)
+    if before != policy:
+        if before is not None:
+            operator.policy_keys[before] -= 1
+            if operator.policy_keys[before] <= 0:
+                del operator.policy_keys[before]
+            operator.policies.mark(before)
+        if policy is not None:
+            operator.policy_keys[policy] += 1
+            operator.policies.mark(policy)
     if policy is None:
         operator.key_policies.pop(uid, None)
     else:
@@ -427,13 +480,6 @@ def _policies(index: kopf.Index[str, Mapping[str, Any]]) -> dict[str, Mapping[st
     return {name: next(iter(bodies)) for name, bodies in index.items() if len(bodies)}
 
 
-@kopf.index(GROUP, VERSION, "apikeys")
-def policy_refs(body: kopf.Body, uid: str, **_: Any) -> dict[str, str] | None:
-    """The ApiKeys by the policy they name: each policy's `keys` in its status."""
-    name = _policy_name(body)
-    return {name: uid} if name is not None else None
-
-
 def _policy_name(body: Mapping[str, Any]) -> str | None:
     spec = body.get("spec")
     ref = spec.get("rotationPolicyRef") if isinstance(spec, Mapping) else None
@@ -460,7 +506,6 @@ async def policy_event(name: str, type: str | None, body: kopf.Body, memo: kopf.
     if type != "DELETED":
         # The reporter reads the indexes kopf keeps (they are only handed to handlers).
         operator.policies.policies = kwargs["policy_index"]
-        operator.policies.refs = kwargs["policy_refs"]
         operator.policies.mark(name)
 
 

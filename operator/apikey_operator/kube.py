@@ -458,6 +458,12 @@ class KubeClient:
         """Every ApiKey (in `namespace`, or all), optionally matching a kubectl label selector."""
         return await self._list(_apikeys(namespace), "listing ApiKeys", selector=selector)
 
+    async def any_apikeys(self, namespace: str | None = None) -> bool:
+        """Whether an ApiKey exists (in `namespace`, or anywhere): one item is read, not all."""
+        page = await self._must("listing ApiKeys", "GET", _apikeys(namespace),
+                                params={"limit": "1"})
+        return bool(page.get("items"))
+
     async def _list(self, path: str, what: str, *, selector: str | None = None,
                     fields: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Every item, read in pages of 500 (a list of every Secret can be large)."""

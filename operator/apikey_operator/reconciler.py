@@ -78,6 +78,10 @@ class SecretCache:
         # Names a create found taken (by a Secret the watch does not show: somebody else's,
         # or ours before the watch caught up): read these, never assume them absent.
         self._taken: set[tuple[str, str]] = set()
+        # The names each ApiKey (namespace, controller uid) owns, kept with the entries: a
+        # scan of every entry per reconcile would make a restart quadratic in the keys.
+        self._owned: dict[tuple[str, str], set[str]] = {}
+        self._owner: dict[tuple[str, str], str] = {}  # (namespace, name) -> controller uid
 
     @staticmethod
     def _version(obj: Mapping[str, Any]) -> int | None:
@@ -95,7 +99,7 @@ class SecretCache:
 
     def taken(self, namespace: str, name: str) -> None:
         """A create found this name in use: read it from now on."""
-        self._entries.pop((namespace, name), None)
+        self._drop((namespace, name))
         self._taken.add((namespace, name))
 
     def observed(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -103,33 +107,49 @@ class SecretCache:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         version = self._version(obj)
         if version is None:
-            self._entries.pop(key, None)
+            self._drop(key)
             return
         self._taken.discard(key)
         current = self._entries.get(key)
         if current is None or version >= current[0]:
             self._entries[key] = (version, None if deleted else _slim(obj))
+            self._index(key, None if deleted else _controller_uid(meta))
 
     def forget(self, namespace: str, name: str) -> None:
-        self._entries.pop((namespace, name), None)
+        self._drop((namespace, name))
 
     def owned(self, namespace: str, uid: str) -> list[str]:
         """Names of the Secrets in `namespace` whose controller is the ApiKey `uid`."""
-        names = []
-        for (ns, name), (_version, obj) in self._entries.items():
-            if ns != namespace or obj is None:
-                continue
-            owners = (obj.get("metadata") or {}).get("ownerReferences") or []
-            if any(isinstance(o, Mapping) and o.get("controller") and o.get("uid") == uid
-                   for o in owners):
-                names.append(name)
-        return sorted(names)
+        return sorted(self._owned.get((namespace, uid), ()))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self._entries.pop(key, None)
+        self._index(key, None)
+
+    def _index(self, key: tuple[str, str], uid: str | None) -> None:
+        before = self._owner.pop(key, None)
+        if before is not None:
+            names = self._owned[(key[0], before)]
+            names.discard(key[1])
+            if not names:
+                del self._owned[(key[0], before)]
+        if uid is not None:
+            self._owner[key] = uid
+            self._owned.setdefault((key[0], uid), set()).add(key[1])
 
     def holds(self, obj: Mapping[str, Any]) -> bool:
         """Whether this exact version is already known (e.g. the echo of our own write)."""
         meta = obj.get("metadata") or {}
         entry = self._entries.get((str(meta.get("namespace")), str(meta.get("name"))))
         return entry is not None and entry[1] is not None and entry[0] == self._version(obj)
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    owners = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    for owner in owners if isinstance(owners, list) else ():
+        if isinstance(owner, Mapping) and owner.get("controller") and owner.get("uid"):
+            return str(owner["uid"])
+    return None
 
 
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,12 @@ report their own health; a missing policy is a Warning, not only a condition."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from apikey_operator import keys
+from apikey_operator.handlers import POLICY_STATUS_INTERVAL
 from apikey_operator.stores.base import parse_time
 from apikey_operator.testing.harness import APIKEYS, POLICIES, LocalCluster
 from tests.integration.helpers import apikey, policy, store_valid_keys
@@ -157,3 +160,27 @@ def test_a_moved_secret_takes_the_keys_and_the_old_one_is_removed(cluster: Local
     cluster.wait_for(lambda: cluster.secret_data("payments", "billing-v2")["api-key"] != key,
                      what="the revoke in the new Secret")
     assert cluster.secret("payments", "billing") is None
+
+
+def test_after_a_restart_a_policy_is_written_once_with_every_key_counted(
+    cluster: LocalCluster
+) -> None:
+    # The count is kept from the ApiKey events, not from a kopf index (an index over ApiKeys
+    # makes a restart quadratic in the keys and deadlocks above kopf's worker limit): the
+    # restarted operator must still wait for the listing instead of writing a partial count.
+    cluster.apply(policy("monthly", rotateEvery="30d", gracePeriod="1d"))
+    for i in range(40):
+        cluster.apply(apikey(f"k{i:02d}", rotationPolicyRef={"name": "monthly"}))
+    cluster.wait_for(lambda: policy_status(cluster, "monthly").get("keys") == 40, timeout=120,
+                     what="keys: 40 on the policy")
+    cluster.stop_operator_thread()
+    cluster.apply(apikey("late", rotationPolicyRef={"name": "monthly"}))
+    mark = cluster.api.traffic.mark()
+    cluster.start_operator_thread()
+    cluster.wait_ready("payments", "late", timeout=60)
+    cluster.wait_for(lambda: policy_status(cluster, "monthly").get("keys") == 41, timeout=60,
+                     what="keys: 41 after the restart")
+    time.sleep(POLICY_STATUS_INTERVAL + 1)
+    writes = [r for r in cluster.api.traffic.records(since=mark)
+              if r.resource == "rotationpolicies" and r.verb in ("patch", "update")]
+    assert len(writes) == 1, [f"{r.verb} {r.path}" for r in writes]

@@ -180,6 +180,35 @@ def test_the_secret_cache_keeps_only_newer_versions() -> None:
     assert cache.lookup("ns", "s") == (False, None)
 
 
+def test_the_secret_cache_knows_which_secrets_each_key_owns() -> None:
+    from apikey_operator.reconciler import SecretCache
+
+    def secret(name: str, version: int, uid: str | None, namespace: str = "ns") -> dict:  # type: ignore[type-arg]
+        refs = [{"uid": "other", "controller": False}]
+        if uid is not None:
+            refs.append({"uid": uid, "controller": True})
+        return {"metadata": {"namespace": namespace, "name": name,
+                             "resourceVersion": str(version), "ownerReferences": refs}}
+
+    cache = SecretCache()
+    cache.observed(secret("b", 1, "k1"))
+    cache.observed(secret("a", 2, "k1"))
+    cache.observed(secret("c", 3, "k2"))
+    cache.observed(secret("a", 4, "k1", namespace="elsewhere"))
+    cache.observed(secret("d", 5, None))
+    assert cache.owned("ns", "k1") == ["a", "b"]
+    assert cache.owned("ns", "other") == []  # not its controller
+    cache.observed(secret("b", 6, "k2"))  # adopted by another key
+    assert cache.owned("ns", "k1") == ["a"] and cache.owned("ns", "k2") == ["b", "c"]
+    cache.observed(secret("b", 5, "k1"))  # an older version changes nothing
+    assert cache.owned("ns", "k2") == ["b", "c"]
+    cache.observed(secret("a", 7, "k1"), deleted=True)
+    cache.forget("ns", "c")
+    cache.taken("ns", "b")
+    assert cache.owned("ns", "k1") == [] and cache.owned("ns", "k2") == []
+    assert cache.owned("elsewhere", "k1") == ["a"]
+
+
 def test_the_secret_cache_recognises_the_echo_of_a_write() -> None:
     from apikey_operator.reconciler import SecretCache
 
