@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import ctypes
 import gc
 import http.server
 import json
@@ -95,12 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     return cli.main(rest)
 
 
+def _rss_kb() -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _dump_heap(path: str) -> None:
     """Write the 40 most numerous live object types and, if tracemalloc traces, the 40
     allocation sites (8 frames deep) holding the most bytes."""
     gc.collect()
     counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     lines = [f"{count:>9} {name}" for name, count in counts.most_common(40)]
+    before = _rss_kb()
+    trimmed = ctypes.CDLL("libc.so.6").malloc_trim(0) if sys.platform == "linux" else 0
+    lines.append(f"rss before malloc_trim: {before} kB, after: {_rss_kb()} kB ({trimmed})")
     if tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot()
         total = sum(stat.size for stat in snapshot.statistics("filename"))

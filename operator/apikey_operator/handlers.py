@@ -79,6 +79,9 @@ class Worker:
     # timer, not an Event and two tasks: a sleeping key should cost as little as possible.
     woken: bool = False
     first_pass: bool = True
+    # kopf's live view of the object (kopf keeps it for the daemon anyway): the newest
+    # version its watch delivered, for the status write's precondition.
+    body: Mapping[str, Any] | None = None
     _waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
@@ -258,9 +261,14 @@ class Operator:
         default_factory=lambda: asyncio.Semaphore(RESYNC_CONCURRENCY))
 
     def __post_init__(self) -> None:
+        self.runtime.latest = self._latest
         self.reconciler = Reconciler(self.runtime)
         self.policies = PolicyReporter(self.runtime, self.policy_keys,
                                        self.settings.namespaces or ())
+
+    def _latest(self, uid: str) -> Mapping[str, Any] | None:
+        worker = self.workers.get(uid)
+        return worker.body if worker is not None else None
 
     def wake_key(self, uid: str) -> None:
         """The usage monitor's way in: a key whose early-expiry decision changed plans again."""
@@ -553,7 +561,7 @@ async def apikey_worker(body: kopf.Body, uid: str, namespace: str, name: str,
                         namespace_index: kopf.Index[str, dict[str, str]], memo: kopf.Memo,
                         **_: Any) -> None:
     operator = _operator(memo)
-    worker = Worker(namespace=namespace, name=name)
+    worker = Worker(namespace=namespace, name=name, body=body)
     operator.workers[uid] = worker
     if uid in operator.vanished:
         del operator.vanished[uid]

@@ -213,6 +213,8 @@ class Runtime:
     on_key_seen: Callable[[str], None] = lambda _key: None
     # What the usage monitor last said of a key in its grace, by ApiKey uid.
     usage_report: Callable[[str], KeyUsage | None] = lambda _uid: None
+    # The newest version of an ApiKey the watch has delivered, by uid (None: not known).
+    latest: Callable[[str], Mapping[str, Any] | None] = lambda _uid: None
 
 
 @dataclass(frozen=True)
@@ -623,6 +625,19 @@ class Reconciler:
         A change elsewhere in the object (a finalizer, an annotation) is no conflict."""
         namespace, name = str(meta["namespace"]), str(meta["name"])
         version = str(meta.get("resourceVersion") or "") or None
+        # kopf adds its finalizer just after it starts a new key's worker, so the first write
+        # of nearly every key would be refused as stale and retried. A newer version the watch
+        # has already delivered, with our status fields as this plan saw them, is the one the
+        # retry would use: start from it.
+        newer = self.rt.latest(uid)
+        if newer is not None and version is not None:
+            newer_meta = _as_mapping(newer.get("metadata"))
+            seen = _version_number(newer_meta.get("resourceVersion"))
+            started = _version_number(version)
+            if (newer_meta.get("uid") == uid and seen is not None and started is not None
+                    and seen > started
+                    and _owned(_as_mapping(newer.get("status"))) == _owned(old)):
+                version = str(newer_meta["resourceVersion"])
         for _ in range(4):
             try:
                 return await self.rt.kube.patch_apikey_status(

@@ -295,6 +295,50 @@ async def test_a_second_writer_with_an_older_view_records_and_announces_nothing_
     assert r.reasons() == ["Provisioned"]
 
 
+class CountingStale(FakeApi):
+    stale: int = 0
+
+    async def patch_apikey_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                  *, uid: str, has_status: bool,
+                                  resource_version: str | None = None) -> str:
+        try:
+            return await super().patch_apikey_status(namespace, name, status, uid=uid,
+                                                      has_status=has_status,
+                                                      resource_version=resource_version)
+        except KubeStale:
+            self.stale += 1
+            raise
+
+
+async def test_a_newer_version_the_watch_delivered_is_written_onto_without_a_refusal() -> None:
+    # kopf adds its finalizer just after a new key's worker started: the write starts from the
+    # version the watch has delivered since, when it shows our status fields as planned.
+    r = rig(Capabilities(write_initial=True))
+    api = CountingStale(r.api.apikey)
+    r.reconciler.rt.kube = api  # type: ignore[assignment]
+    snapshot = copy.deepcopy(api.apikey)
+    api.apikey["metadata"]["finalizers"] = ["apikeys.dev/finalizer"]
+    api.apikey["metadata"]["resourceVersion"] = api._bump()
+    r.reconciler.rt.latest = lambda uid: copy.deepcopy(api.apikey) if uid == "uid-1" else None
+    await r.reconciler.reconcile(snapshot, {}, None)
+    assert api.stale == 0 and api.status_writes == 1
+    assert r.reasons() == ["Provisioned"]
+
+
+async def test_a_newer_version_with_another_writers_status_is_not_written_onto() -> None:
+    r = rig(Capabilities(write_initial=True))
+    api = CountingStale(r.api.apikey)
+    r.reconciler.rt.kube = api  # type: ignore[assignment]
+    snapshot = copy.deepcopy(api.apikey)
+    api.apikey["status"] = {"observedGeneration": 1, "note": "another replica"}
+    api.apikey["metadata"]["resourceVersion"] = api._bump()
+    r.reconciler.rt.latest = lambda _uid: copy.deepcopy(api.apikey)
+    with pytest.raises(ReconcileFailed):
+        await r.reconciler.reconcile(snapshot, {}, None)
+    assert api.stale == 1 and api.status_writes == 0
+    assert r.reasons() == []
+
+
 def moving_rig() -> tuple[Rig, MemoryStore]:
     """A key provisioned in store `memory`, with a second configured store `other`."""
     r = rig()
