@@ -111,3 +111,16 @@ def test_counting_keeps_both_comparisons_on_every_verification(
         calls.clear()
         assert ring.verify(presented)
         assert len(calls) == 2
+
+
+def test_a_new_registry_gets_its_own_counter_after_an_old_one_is_collected(
+    volume: SecretVolume
+) -> None:
+    # Counters were cached by id(registry): a registry created after another was collected
+    # often gets the same id, and then a counter registered in the dead one (no series).
+    for _ in range(50):
+        registry = CollectorRegistry()
+        KeyRing.from_directory(volume.directory, metrics=registry, clock=FakeClock())
+        assert count(registry, fingerprint=fingerprint(NEW), role="current",
+                     result="accepted") == 0
+        del registry

@@ -244,9 +244,11 @@ def check_outcome(cluster: LocalCluster, case: CorpusCase, name: str) -> None:
                              what=f"a {expect['reason']} Event")
         return
     version = int(expect.get("version", 1))
-    cluster.wait_for(lambda: (b := cluster.wait_ready(ns, name)) and
+    # 60 s: some outcomes wait on kube-controller-manager's garbage collector (a foreign
+    # Secret with a forged owner), which took 21 s once on a loaded machine.
+    cluster.wait_for(lambda: (b := cluster.wait_ready(ns, name, timeout=60)) and
                      (b.get("status") or {}).get("currentKey", {}).get("version") == version
-                     and b, what=f"{ns}/{name} Ready at version {version}")
+                     and b, timeout=60, what=f"{ns}/{name} Ready at version {version}")
     body = cluster.apikey(ns, name) or {}
     status = body["status"]
     secret = cluster.secret(ns, secret_name_of(body, name))

@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,7 +30,9 @@ logger = logging.getLogger("apikey_operator.client")
 METRIC_NAME = "apikey_keyring_verifications_total"
 # One counter per registry: every KeyRing of a process shares it (a second registration of
 # the same name would be refused by prometheus-client).
-_COUNTERS: dict[int, Any] = {}
+# Keyed by the registry itself, weakly: an id() would be reused by a later registry once the
+# first is garbage collected, which would then get a counter registered elsewhere.
+_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, Any] = weakref.WeakKeyDictionary()
 _COUNTERS_LOCK = threading.Lock()
 
 
@@ -39,12 +42,12 @@ def _counter(registry: CollectorRegistry | None) -> Any:
 
     target = registry if registry is not None else REGISTRY
     with _COUNTERS_LOCK:
-        counter = _COUNTERS.get(id(target))
+        counter = _COUNTERS.get(target)
         if counter is None:
             counter = Counter(METRIC_NAME, "API keys verified by KeyRing, by the fingerprint "
                               "of the key that matched (never the key)",
                               ["fingerprint", "role", "result"], registry=target)
-            _COUNTERS[id(target)] = counter
+            _COUNTERS[target] = counter
         return counter
 
 
