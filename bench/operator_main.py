@@ -9,8 +9,9 @@ The operator itself is not changed. With ``APIKEY_BENCH_PROFILE=FILE`` in the en
 SIGUSR1 starts cProfile on the operator's main thread (kopf's event loop) and a second
 SIGUSR1 writes the profile to FILE: the driver profiles one scenario at a time. With
 ``APIKEY_BENCH_HEAP=FILE``, SIGUSR2 writes what holds the memory to FILE: live objects by
-type (from the garbage collector) and, when started with ``PYTHONTRACEMALLOC=N``, the
-allocation sites holding the most bytes.
+type (from the garbage collector), the RSS before and after ``malloc_trim`` (which it calls:
+how much of the RSS is free memory glibc kept) and, when started with
+``PYTHONTRACEMALLOC=N``, the allocation sites holding the most bytes.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class PolicyReporter:
     object of an indexed kind wait for all of them to be indexed after a start, which is
     quadratic in the number of ApiKeys and deadlocks above `queueing.worker_limit`
     (kopf#1243). So the first report after a start also waits for the ApiKey listing to
-    begin (`keys_arrived`: an ApiKey event came, or `no_keys` found none exist) and to
+    begin (`keys_arrived`: an ApiKey event came, or `_no_keys` found that none exist) and to
     pause: a count taken halfway through the listing would be written, then corrected.
     """
 
@@ -187,7 +187,7 @@ class PolicyReporter:
         self.keys_arrived = self.keys_arrived or not any(found)
 
     async def _quiet(self, deadline: float) -> None:
-        """Return once no mark came for POLICY_STATUS_INTERVAL (and the keys are listed),
+        """Return once no mark came for POLICY_STATUS_INTERVAL and `keys_arrived` holds,
         or at `deadline`."""
         loop = asyncio.get_running_loop()
         while True:
