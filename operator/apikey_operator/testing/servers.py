@@ -974,9 +974,11 @@ class TcpProxy:
                 if not chunk:
                     return
                 remaining -= len(chunk)
-            client.sendall(response)
+            # Counted before sending: the client acts on the answer at once, and a test
+            # reading `answered` right after must already see it (a CI failure: 1 >= 2).
             with self._lock:
                 self.answered += 1
+            client.sendall(response)
         except OSError:
             pass
         finally:
