@@ -18,7 +18,7 @@ import logging
 import os
 import ssl
 import subprocess
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -501,7 +501,7 @@ class KubeClient:
                                   f"listing Events of {kind} {namespace}/{name}",
                                   fields={"involvedObject.kind": kind,
                                           "involvedObject.name": name})
-        return sorted(events, key=event_time)
+        return events_in_order(events)
 
     async def restart_workload(self, kind: str, namespace: str, name: str,
                                annotations: Mapping[str, str]) -> bool:
@@ -576,6 +576,19 @@ def event_time(event: Mapping[str, Any]) -> str:
     meta = event.get("metadata") or {}
     return str(event.get("lastTimestamp") or event.get("eventTime")
                or meta.get("creationTimestamp") or "")
+
+
+def events_in_order(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first. Event times have one-second precision: within a second, the order the
+    API server stored them in (a list comes in name order, and kopf's names are random)."""
+    return sorted((dict(e) for e in events), key=lambda e: (event_time(e), _stored_order(e)))
+
+
+def _stored_order(obj: Mapping[str, Any]) -> int:
+    """The object's resourceVersion as a number (etcd's revision on a real API server:
+    larger is later); 0 when it is not one."""
+    version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else 0
 
 
 class KubeConfigError(KubeError):

@@ -54,6 +54,7 @@ from apikey_operator.stores.base import (
     Capabilities,
     EntryUnusable,
     StoreCorrupt,
+    StoreState,
     SupportsPromoteRevoking,
     SupportsWriteInitial,
     parse_time,
@@ -287,6 +288,8 @@ class _Attempt:
     source: KeyGenerator
     obs: Observation
     secret_obj: dict[str, Any] | None
+    # The store entry was not read (a key never provisioned): the first write is the check.
+    store_unread: bool = False
 
 
 class Reconciler:
@@ -369,16 +372,17 @@ class Reconciler:
         try:
             if spec is not None and store is not None:
                 obs = replace(obs, store_location=store.location(ref))
-                state = await self._store_call(store, "read", store.read(ref))
-                for doc in (state.current, state.previous, state.pending):
-                    if doc is not None:
-                        self.rt.on_key_seen(doc.key)
-                # A key never provisioned has no Secret of ours: no GET for it (a brand-new key
-                # would only ever find "absent"). Somebody else's Secret of that name is found
-                # by the create, which fails on it (see _write_secret).
+                # A key never provisioned has no Secret of ours and, almost always, no store
+                # entry: no GET for either (a brand-new key would only ever find "absent").
+                # What is there after all (ours after a crash, or somebody else's) fails the
+                # create that comes instead, which then reads it (_write_secret, _apply).
+                fresh = _never_provisioned(status)
+                unread = fresh and store.capabilities.write_initial
+                state = StoreState() if unread else await self._store_call(
+                    store, "read", store.read(ref))
+                self._seen(state)
                 known, secret_obj = self.rt.secrets.lookup(
-                    ref.namespace, spec.secret_name,
-                    assume_absent=not isinstance(status.get("currentKey"), Mapping))
+                    ref.namespace, spec.secret_name, assume_absent=fresh)
                 if not known:
                     secret_obj = await self.rt.kube.get_secret(ref.namespace, spec.secret_name)
                 # Secrets this key projected into before spec.secret.name changed.
@@ -389,7 +393,7 @@ class Reconciler:
                               stale_secrets=stale, store_name=spec.store, elsewhere=elsewhere,
                               unreachable=unreachable)
                 attempt = _Attempt(body, store, generator or LocalKeys(self.rt.generate_key),
-                                   obs, secret_obj)
+                                   obs, secret_obj, unread)
             plan = rotation.plan(obs)
             for _ in range(MAX_STEPS):
                 if plan.step is None or attempt is None:
@@ -449,6 +453,12 @@ class Reconciler:
                        secret_digest(secret_obj.get("data")) if secret_obj else "",
                        plan.readiness.reason, plan.usage_watch)
 
+    def _seen(self, state: StoreState) -> None:
+        """Register every key a store read returned with the leak scan's redaction."""
+        for doc in (state.current, state.previous, state.pending):
+            if doc is not None:
+                self.rt.on_key_seen(doc.key)
+
     async def _read_elsewhere(self, ref: KeyRef, target: str, status: Mapping[str, Any],
                               ) -> tuple[tuple[StoreEntry, ...], tuple[str, ...]]:
         """This ApiKey's entries in the other stores its status names (a store move), and
@@ -463,9 +473,7 @@ class Reconciler:
                 unreachable.append(name)
                 continue
             state = await self._store_call(store, "read", store.read(ref))
-            for doc in (state.current, state.previous, state.pending):
-                if doc is not None:
-                    self.rt.on_key_seen(doc.key)
+            self._seen(state)
             entries.append(StoreEntry(name, store.location(ref), state))
         return tuple(entries), tuple(unreachable)
 
@@ -480,9 +488,18 @@ class Reconciler:
             self.rt.on_key_seen(minted.key)
             document = step.document(minted.key, minted.external_id)
             if isinstance(step, CreateInitial):
+                unread, attempt.store_unread = attempt.store_unread, False
                 written = await self._store_call(
                     store, "write_initial",
-                    cast(SupportsWriteInitial, store).write_initial(ref, document))
+                    cast(SupportsWriteInitial, store).write_initial(ref, document,
+                                                                    unread=unread))
+                if unread and written is not document:
+                    # The entry was there after all: plan again from all of it, not from
+                    # its current version alone.
+                    state = await self._store_call(store, "read", store.read(ref))
+                    self._seen(state)
+                    attempt.obs = replace(obs, store=state)
+                    return
             else:
                 written = await self._store_call(store, "write_pending",
                                                  store.write_pending(ref, document))
@@ -696,6 +713,12 @@ class Cleanup:
 
     done: str
     incomplete: str = ""
+
+
+def _never_provisioned(status: Mapping[str, Any]) -> bool:
+    """The status shows no key ever made current and no store holding one."""
+    return not isinstance(status.get("currentKey"), Mapping) and not any(
+        status.get(field) for field in ("store", "storeRef", "formerStores", "previousKey"))
 
 
 def recorded_stores(stores: Mapping[str, Store], ref: KeyRef,

@@ -45,7 +45,8 @@ class CapableStore(PlainStore):
     name = "capable"
     capabilities = Capabilities(write_initial=True, promote_revoking=True)
 
-    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+    async def write_initial(self, ref: KeyRef, document: VersionDocument, *,
+                            unread: bool = False) -> VersionDocument:
         return document
 
     async def promote_revoking_current(self, ref: KeyRef, version: int) -> int | None:

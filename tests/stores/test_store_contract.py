@@ -6,6 +6,7 @@ Written once, run against each backend in STORE_BACKENDS on real servers.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import pytest
 
@@ -17,6 +18,7 @@ from apikey_operator.stores.base import (
     StoreError,
     StoreState,
     StoreUnavailable,
+    SupportsWriteInitial,
     VersionDocument,
 )
 from tests.stores.conftest import GRACE_END, new_doc, new_ref
@@ -339,6 +341,41 @@ async def test_a_foreign_entry_is_reported_and_never_touched(
         await store.revoke(ref, 1)
     with pytest.raises(StoreConflict):
         await store.delete(ref)
+    assert backend.snapshot(ref) == before
+
+
+def _writes_initial(store: Store) -> SupportsWriteInitial:
+    if not store.capabilities.write_initial:
+        pytest.skip(f"{store.type_name} has no write_initial")
+    return cast(SupportsWriteInitial, store)
+
+
+async def test_an_unread_first_write_finds_an_entry_that_is_there_and_keeps_it(
+    backend: StoreBackend,
+) -> None:
+    # A key never provisioned is written without a read first (issue 17): the write itself
+    # must find an entry a crash left behind, even one this store object cached as absent.
+    ref = new_ref()
+    cached_absent = _writes_initial(backend.make_store())
+    assert not (await cached_absent.read(ref)).exists
+    first = await _writes_initial(backend.make_store()).write_initial(ref, new_doc(1),
+                                                                      unread=True)
+    again = await cached_absent.write_initial(ref, new_doc(1), unread=True)
+    assert again.key == first.key  # the stored key, not the one this write proposed
+    state = await backend.make_store().read(ref)
+    assert state.current is not None and state.current.key == first.key
+    assert state.pending is None and state.previous is None
+
+
+@pytest.mark.parametrize("owner", [None, "another-apikey-uid"], ids=["unmarked", "other-uid"])
+async def test_an_unread_first_write_never_touches_a_foreign_entry(
+    backend: StoreBackend, owner: str | None
+) -> None:
+    store, ref = _writes_initial(backend.make_store()), new_ref()
+    backend.plant_foreign(ref, owner)
+    before = backend.snapshot(ref)
+    with pytest.raises(StoreConflict):
+        await store.write_initial(ref, new_doc(1), unread=True)
     assert backend.snapshot(ref) == before
 
 

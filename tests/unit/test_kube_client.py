@@ -21,6 +21,7 @@ from apikey_operator.kube import (
     KubeClient,
     KubeError,
     KubeTransient,
+    events_in_order,
     load_target,
 )
 
@@ -215,3 +216,16 @@ def test_an_exec_credential_plugin_supplies_the_token(tmp_path: Any) -> None:
     plugin.write_text("#!/bin/sh\nexit 3\n")
     with pytest.raises(KubeError, match=r"credential plugin .*/bin/login failed \(exit 3\)$"):
         load_target(str(config))
+
+
+def test_events_within_one_second_come_in_the_order_they_were_stored() -> None:
+    # A CI failure: Provisioned and Rotated in the same second, listed by their random
+    # names, showed Rotated first in `apikey-operator status`.
+    def event(name: str, when: str, version: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "resourceVersion": version}, "lastTimestamp": when}
+
+    listed = [event("kopf-event-a", "2026-12-02T10:00:01Z", "905"),
+              event("kopf-event-b", "2026-12-02T10:00:01Z", "97"),
+              event("kopf-event-c", "2026-12-02T10:00:00Z", "1200")]
+    assert [e["metadata"]["name"] for e in events_in_order(listed)] == [
+        "kopf-event-c", "kopf-event-b", "kopf-event-a"]

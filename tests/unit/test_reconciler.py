@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from apikey_operator.kube import KubeStale, KubeTransient
+from apikey_operator.keys import fingerprint
+from apikey_operator.kube import KubeStale, KubeTransient, decode_data
 from apikey_operator.reconciler import (
     ReconcileFailed,
     Reconciler,
@@ -62,7 +63,8 @@ class MemoryStore:
         self._enter("read")
         return self.state
 
-    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+    async def write_initial(self, ref: KeyRef, document: VersionDocument, *,
+                            unread: bool = False) -> VersionDocument:
         self._enter("write_initial")
         if self.state.current is None:
             self.state = with_initial(self.state, ref, document)
@@ -180,12 +182,14 @@ class Rig:
         self.clock[0] = moment
 
 
-def rig(capabilities: Capabilities = NONE) -> Rig:
-    store = MemoryStore(capabilities)
-    api = FakeApi({"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
-                   "metadata": {"name": "billing", "namespace": "payments", "uid": "uid-1",
-                                "generation": 1, "resourceVersion": "1"},
-                   "spec": {"store": "memory"}})
+def rig(capabilities: Capabilities = NONE, *, over: Rig | None = None) -> Rig:
+    """A reconciler with fresh caches; `over`: on that rig's store and API (a restart)."""
+    store = over.store if over else MemoryStore(capabilities)
+    api = over.api if over else FakeApi(
+        {"apiVersion": "apikeys.dev/v1alpha1", "kind": "ApiKey",
+         "metadata": {"name": "billing", "namespace": "payments", "uid": "uid-1",
+                      "generation": 1, "resourceVersion": "1"},
+         "spec": {"store": "memory"}})
     events: list[tuple[str, str, str]] = []
     clock = [T0]
     runtime = Runtime(stores={"memory": store}, kube=api,  # type: ignore[arg-type]
@@ -198,10 +202,35 @@ def rig(capabilities: Capabilities = NONE) -> Rig:
 async def test_a_capable_store_writes_the_first_version_current_in_one_call() -> None:
     r = rig(Capabilities(write_initial=True))
     await r.reconcile()
-    assert r.store.calls == ["read", "write_initial"]
+    # A key never provisioned: no read first, the create is the check (issue 17).
+    assert r.store.calls == ["write_initial"]
     assert r.api.apikey["status"]["currentKey"]["version"] == 1
     assert set(r.api.secrets["billing"]["data"]) == {"api-key"}
     assert r.reasons() == ["Provisioned"]
+
+
+async def test_an_entry_a_crash_left_behind_is_found_by_the_first_write_and_projected() -> None:
+    r = rig(Capabilities(write_initial=True))
+    await r.reconcile()
+    stored = r.store.state.current
+    assert stored is not None
+    # The crash came after the store write: no Secret, no status; a new process.
+    del r.api.secrets["billing"], r.api.apikey["status"]
+    r.store.calls.clear()
+    r = rig(over=r)
+    await r.reconcile()
+    assert r.store.calls == ["write_initial", "read"]  # found, then planned from all of it
+    assert r.store.state.current == stored and r.store.state.previous is None
+    assert r.api.apikey["status"]["currentKey"]["version"] == 1
+    assert r.api.apikey["status"]["currentKey"]["fingerprint"] == fingerprint(stored.key)
+    assert decode_data(r.api.secrets["billing"]["data"]) == {"api-key": stored.key}
+
+
+async def test_a_key_with_a_recorded_store_is_read_before_anything_is_written() -> None:
+    r = rig(Capabilities(write_initial=True))
+    r.api.apikey["status"] = {"store": "memory"}
+    await r.reconcile()
+    assert r.store.calls[:2] == ["read", "write_initial"]
 
 
 async def test_a_plain_store_gets_the_four_steps_one_call_each() -> None:
@@ -221,7 +250,8 @@ async def test_an_event_waits_for_its_status_and_is_posted_once_it_is_written() 
     assert r.store.state.current is not None  # the step happened...
     assert r.reasons() == []  # ...but the user is told only once the status says so
     await r.reconcile()
-    assert r.store.calls == ["read", "write_initial", "read"]
+    # Still no status: the retry's create finds the entry, which is read and projected.
+    assert r.store.calls == ["write_initial", "write_initial", "read"]
     assert r.reasons() == ["Provisioned"]
 
 
@@ -231,7 +261,7 @@ async def test_an_emergency_revoke_on_a_capable_store_is_one_promote_call() -> N
     r.at(T0 + timedelta(minutes=5))
     r.annotate(revoke="leak-1")
     await r.reconcile()
-    assert r.store.calls[2:] == ["read", "write_pending", "promote_revoking_current"]
+    assert r.store.calls[1:] == ["read", "write_pending", "promote_revoking_current"]
     assert list(r.store.state.valid_keys()) == [2]
     assert r.reasons()[-1] == "Revoked" and r.events[-1][2].startswith("key version 1 (sha256:")
     assert set(r.api.secrets["billing"]["data"]) == {"api-key"}

@@ -288,9 +288,12 @@ class Store(Protocol):
 class SupportsWriteInitial(Protocol):
     """A store whose `capabilities.write_initial` is set."""
 
-    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+    async def write_initial(self, ref: KeyRef, document: VersionDocument, *,
+                            unread: bool = False) -> VersionDocument:
         """Create the entry with `document` already current; returns the current version
-        if one exists."""
+        if one exists. `unread`: the caller did not read the entry first (a key never
+        provisioned, whose entry is almost always absent): the write must itself find one
+        that is there, read afresh, never from a cache."""
         ...
 
 

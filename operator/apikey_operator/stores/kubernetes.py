@@ -110,7 +110,10 @@ class KubernetesStore:
         return _state_of(await self._get(ref, fresh=True), ref)
 
     async def _write(self, ref: KeyRef, existing: Mapping[str, Any] | None,
-                     data: Mapping[str, str], bookkeeping: Mapping[str, Any]) -> None:
+                     data: Mapping[str, str], bookkeeping: Mapping[str, Any], *,
+                     taken_ok: bool = False) -> bool:
+        """Create (`existing` None) or replace the entry; False when a create found the name
+        taken and `taken_ok` says the caller reads it and decides."""
         annotations = {
             STATE_ANNOTATION: json.dumps(bookkeeping, sort_keys=True, separators=(",", ":")),
             OWNER_ANNOTATION: ref.uid,
@@ -125,21 +128,33 @@ class KubernetesStore:
                 written = await self.kube.create_secret(body)
             else:
                 written = await self.kube.replace_secret(body)
-        except KubeTransient as exc:
-            self._recent.pop(secret_name, None)  # stale: the next step reads afresh
-            raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
         except KubeError as exc:
-            self._recent.pop(secret_name, None)
+            self._recent.pop(secret_name, None)  # stale: the next step reads afresh
+            if taken_ok and existing is None and exc.status == 409:
+                return False
+            if isinstance(exc, KubeTransient):
+                raise StoreUnavailable(f"store {self.name}: {exc}", exc.retry_after) from None
             raise StoreError(f"store {self.name}: {exc}") from None
         self._remember(secret_name, written)
+        return True
 
-    async def write_initial(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
+    async def write_initial(self, ref: KeyRef, document: VersionDocument, *,
+                            unread: bool = False) -> VersionDocument:
         """Create the entry with `document` as its first current version, in one write.
 
         Nothing can be lost or revoked early when there is no older key, so the first
         version skips the pending stage. Returns the current version if one exists.
+        `unread` (the caller did not read first): the create is the check; an entry that is
+        there (ours after a crash, or somebody else's) fails it and is then read afresh.
         """
-        existing = await self._get(ref)
+        if unread:
+            _check_ref(ref)
+            data = {f"v{document.version}": document.to_json()}
+            if await self._write(ref, None, data,
+                                 _bookkeeping(with_initial(StoreState(), ref, document)),
+                                 taken_ok=True):
+                return document
+        existing = await self._get(ref, fresh=unread)
         state = _state_of(existing, ref)
         check_owner(state, ref, self.location(ref))
         if state.current is not None:
