@@ -138,6 +138,13 @@ class SecretCache:
             self._owner[key] = uid
             self._owned.setdefault((key[0], uid), set()).add(key[1])
 
+    def current_digest(self, namespace: str, name: str) -> str | None:
+        """`secret_digest` of the newest version known ("" once deleted); None: unknown."""
+        entry = self._entries.get((namespace, name))
+        if entry is None:
+            return None
+        return "" if entry[1] is None else secret_digest(entry[1].get("data"))
+
     def holds(self, obj: Mapping[str, Any]) -> bool:
         """Whether this exact version is already known (e.g. the echo of our own write)."""
         meta = obj.get("metadata") or {}
