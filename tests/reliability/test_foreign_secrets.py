@@ -17,11 +17,12 @@ from tests.integration.helpers import apikey
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-FOREIGN = 100
+FOREIGN = 334
 SIZE = 900_000  # bytes of data per Secret, under the API server's 1 MiB object limit
-# With every Secret watched the operator grew by about the data size (the issue saw 128 MB to
-# 259 MB for 150 such Secrets); this is the allowance for the rest of its work meanwhile.
-ALLOWED_GROWTH = 40 * 2**20
+# 300 MB of tenant data, the issue's own figure. With every Secret watched the operator grew by
+# about the data size (the issue saw 128 MB to 259 MB for 150 such Secrets); the issue allows
+# 10 % of the operator's RSS without them (measured: 55.3 MiB without, 55.5 MiB with).
+ALLOWED_SHARE = 0.10
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def _started_rss(cluster: LocalCluster, name: str, key: str) -> tuple[OperatorPr
     return operator, rss(operator.process.pid)
 
 
-def test_ninety_megabytes_of_foreign_secrets_leave_the_operator_flat(
+def test_three_hundred_megabytes_of_foreign_secrets_leave_the_operator_flat(
     cluster: LocalCluster
 ) -> None:
     operator, baseline = _started_rss(cluster, "clean", "before")
@@ -63,8 +64,9 @@ def test_ninety_megabytes_of_foreign_secrets_leave_the_operator_flat(
     # the tenant's data at once (the issue: 398 MB at restart).
     operator, started = _started_rss(cluster, "with-foreign", "after")
     try:
+        allowed = ALLOWED_SHARE * baseline
         grown = started - baseline
-        assert grown < ALLOWED_GROWTH, f"the operator started {grown / 2**20:.0f} MiB bigger"
+        assert grown < allowed, f"the operator started {grown / 2**20:.0f} MiB bigger"
         # And while running: more of them change, the operator stays flat.
         for i in range(FOREIGN // 2):
             cluster.api.patch_object(SECRETS, "payments", f"tenant-blob-{i}",
@@ -72,7 +74,7 @@ def test_ninety_megabytes_of_foreign_secrets_leave_the_operator_flat(
         time.sleep(3.0)
         assert operator.process is not None
         grown = rss(operator.process.pid) - baseline
-        assert grown < ALLOWED_GROWTH, f"the operator grew by {grown / 2**20:.0f} MiB"
+        assert grown < allowed, f"the operator grew by {grown / 2**20:.0f} MiB"
         assert operator.alive
     finally:
         operator.stop()

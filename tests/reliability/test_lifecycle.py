@@ -16,7 +16,7 @@ from tests.integration.helpers import apikey
 
 pytestmark = pytest.mark.integration
 
-PAIRS = 100
+PAIRS = 1000  # the issue's own figure
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
