@@ -384,7 +384,9 @@ class Reconciler:
                 # What is there after all (ours after a crash, or somebody else's) fails the
                 # create that comes instead, which then reads it (_write_secret, _apply).
                 fresh = _never_provisioned(status)
-                unread = fresh and store.capabilities.write_initial
+                # Not for a vendor's keys: a key minted before the entry is found would stay
+                # live at the vendor with nothing left to revoke it.
+                unread = fresh and store.capabilities.write_initial and generator is None
                 state = StoreState() if unread else await self._store_call(
                     store, "read", store.read(ref))
                 self._seen(state)

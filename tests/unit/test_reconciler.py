@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from apikey_operator.generators.base import MintedKey
 from apikey_operator.keys import fingerprint
 from apikey_operator.kube import KubeStale, KubeTransient, decode_data
 from apikey_operator.reconciler import (
@@ -224,6 +225,45 @@ async def test_an_entry_a_crash_left_behind_is_found_by_the_first_write_and_proj
     assert r.api.apikey["status"]["currentKey"]["version"] == 1
     assert r.api.apikey["status"]["currentKey"]["fingerprint"] == fingerprint(stored.key)
     assert decode_data(r.api.secrets["billing"]["data"]) == {"api-key": stored.key}
+
+
+class CountingVendor:
+    """A vendor that counts the keys it mints (each one live until revoked there)."""
+
+    type_name: ClassVar[str] = "webhook"
+    name = "vendor"
+
+    def __init__(self) -> None:
+        self.minted = 0
+
+    async def mint(self, ref: KeyRef, version: int, key_format: Any,
+                   scopes: Any) -> MintedKey:
+        self.minted += 1
+        return MintedKey(f"vendor-key-{self.minted:032d}", external_id=f"id-{self.minted}")
+
+    async def revoke(self, ref: KeyRef, external_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_vendors_key_is_minted_only_after_the_store_is_read() -> None:
+    # Skipping the read would mint a vendor key before finding the entry a crash left,
+    # and that key would stay live at the vendor with nothing to revoke it.
+    r = rig(Capabilities(write_initial=True))
+    vendor = CountingVendor()
+    r.reconciler.rt.generators = {"vendor": vendor}
+    r.api.apikey["spec"]["generator"] = {"webhook": {"name": "vendor"}}
+    await r.reconcile()
+    assert r.store.calls == ["read", "write_initial"] and vendor.minted == 1
+    stored = r.store.state.current
+    del r.api.secrets["billing"], r.api.apikey["status"]
+    r = rig(over=r)
+    r.reconciler.rt.generators = {"vendor": vendor}
+    await r.reconcile()
+    assert vendor.minted == 1  # the stored key is projected; nothing minted again
+    assert r.store.state.current == stored
 
 
 async def test_a_key_with_a_recorded_store_is_read_before_anything_is_written() -> None:
