@@ -57,6 +57,7 @@ from apikey_operator.stores.base import (
     StoreState,
     SupportsPromoteRevoking,
     SupportsWriteInitial,
+    VersionDocument,
     parse_time,
 )
 
@@ -314,6 +315,8 @@ class Reconciler:
         async with self.rt.store_slots:
             try:
                 return await call
+            except StoreConflict:
+                raise  # an answer about ownership (reported as StoreConflict), not a failure
             except StoreError:
                 metrics.STORE_ERRORS.labels(store.name, operation).inc()
                 raise
@@ -498,13 +501,19 @@ class Reconciler:
             document = step.document(minted.key, minted.external_id)
             if isinstance(step, CreateInitial):
                 unread, attempt.store_unread = attempt.store_unread, False
-                written = await self._store_call(
-                    store, "write_initial",
-                    cast(SupportsWriteInitial, store).write_initial(ref, document,
-                                                                    unread=unread))
+                written: VersionDocument | None
+                try:
+                    written = await self._store_call(
+                        store, "write_initial",
+                        cast(SupportsWriteInitial, store).write_initial(ref, document,
+                                                                        unread=unread))
+                except StoreConflict:
+                    if not unread:
+                        raise
+                    written = None  # somebody else's: the plan says so, as after a read
                 if unread and written is not document:
                     # The entry was there after all: plan again from all of it, not from
-                    # its current version alone.
+                    # its current version alone (or from its foreign owner).
                     state = await self._store_call(store, "read", store.read(ref))
                     self._seen(state)
                     attempt.obs = replace(obs, store=state)

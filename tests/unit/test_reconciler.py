@@ -25,6 +25,7 @@ from apikey_operator.reconciler import (
 from apikey_operator.stores.base import (
     Capabilities,
     KeyRef,
+    StoreConflict,
     StoreState,
     StoreUnavailable,
     VersionDocument,
@@ -67,6 +68,9 @@ class MemoryStore:
     async def write_initial(self, ref: KeyRef, document: VersionDocument, *,
                             unread: bool = False) -> VersionDocument:
         self._enter("write_initial")
+        if not self.state.owned_by(ref):
+            raise StoreConflict("memory entry already exists and belongs to someone else; "
+                                "it is left untouched")
         if self.state.current is None:
             self.state = with_initial(self.state, ref, document)
         assert self.state.current is not None
@@ -246,6 +250,23 @@ class CountingVendor:
 
     async def close(self) -> None:
         return None
+
+
+async def test_a_foreign_entry_found_by_the_first_write_reads_as_if_read_first() -> None:
+    # The status must not depend on which of the two found the entry: a retry reads first
+    # (the status then names the store) and must find nothing to rewrite (a corpus failure:
+    # StoreConflict keys changed their message on the first retry, seconds later).
+    r = rig(Capabilities(write_initial=True))
+    r.store.state = StoreState(exists=True, owner_uid="someone-else")
+    await r.reconcile()
+    assert r.store.calls == ["write_initial", "read"]
+    ready = {c["type"]: c for c in r.api.apikey["status"]["conditions"]}["Ready"]
+    assert ready["reason"] == "StoreConflict" and "left untouched" in ready["message"]
+    writes = r.api.status_writes
+    await r.reconcile()
+    assert r.store.calls[-1] == "read"
+    assert r.api.status_writes == writes
+    assert r.store.state == StoreState(exists=True, owner_uid="someone-else")
 
 
 async def test_a_vendors_key_is_minted_only_after_the_store_is_read() -> None:
