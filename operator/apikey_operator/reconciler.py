@@ -465,6 +465,28 @@ class Reconciler:
                        secret_digest(secret_obj.get("data")) if secret_obj else "",
                        plan.readiness.reason, plan.usage_watch)
 
+    async def _write_initial(self, attempt: _Attempt, store: Store,
+                             document: VersionDocument) -> VersionDocument | None:
+        """The first version, written current. None when an unread write found an entry
+        already there (ours after a crash, or somebody else's): the observation then holds
+        all of it, read afresh, for the plan to decide as it does after any read."""
+        ref = attempt.obs.ref
+        unread, attempt.store_unread = attempt.store_unread, False
+        try:
+            written = await self._store_call(
+                store, "write_initial",
+                cast(SupportsWriteInitial, store).write_initial(ref, document, unread=unread))
+        except StoreConflict:
+            if not unread:
+                raise
+        else:
+            if not unread or written is document:
+                return written
+        state = await self._store_call(store, "read", store.read(ref))
+        self._seen(state)
+        attempt.obs = replace(attempt.obs, store=state)
+        return None
+
     def _seen(self, state: StoreState) -> None:
         """Register every key a store read returned with the leak scan's redaction."""
         for doc in (state.current, state.previous, state.pending):
@@ -500,24 +522,9 @@ class Reconciler:
             self.rt.on_key_seen(minted.key)
             document = step.document(minted.key, minted.external_id)
             if isinstance(step, CreateInitial):
-                unread, attempt.store_unread = attempt.store_unread, False
-                written: VersionDocument | None
-                try:
-                    written = await self._store_call(
-                        store, "write_initial",
-                        cast(SupportsWriteInitial, store).write_initial(ref, document,
-                                                                        unread=unread))
-                except StoreConflict:
-                    if not unread:
-                        raise
-                    written = None  # somebody else's: the plan says so, as after a read
-                if unread and written is not document:
-                    # The entry was there after all: plan again from all of it, not from
-                    # its current version alone (or from its foreign owner).
-                    state = await self._store_call(store, "read", store.read(ref))
-                    self._seen(state)
-                    attempt.obs = replace(obs, store=state)
-                    return
+                written = await self._write_initial(attempt, store, document)
+                if written is None:
+                    return  # the entry was there after all: planned again from all of it
             else:
                 written = await self._store_call(store, "write_pending",
                                                  store.write_pending(ref, document))

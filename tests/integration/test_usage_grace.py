@@ -155,19 +155,26 @@ def _answers(url: str) -> bool:
         return False
 
 
-def usage_world(tmp_path: Path, *, scrape: bool = True) -> Iterator[Usage]:
+def usage_world(tmp_path: Path, *, scrape: bool = True,
+                operator_thread: bool = True) -> Iterator[Usage]:
+    """Prometheus, two example services' ports and a control plane. With `operator_thread`
+    an in-process operator with the test interval and window; without, the test starts
+    `OperatorProcess`es itself (with the configuration file's own limits)."""
     ports = [free_port(), free_port()]
     targets = [f"127.0.0.1:{p}" for p in ports] if scrape else []
     with PrometheusServer(targets=targets, scrape_interval="1s") as prometheus, \
-            LocalCluster(usage=UsageConfig(url=prometheus.url, timeout=timedelta(seconds=2),
-                                           interval=INTERVAL, window=WINDOW)) as cluster:
+            LocalCluster(**({"usage": UsageConfig(url=prometheus.url,
+                                                  timeout=timedelta(seconds=2),
+                                                  interval=INTERVAL, window=WINDOW)}
+                            if operator_thread else {"start_operator": False})) as cluster:
         world = Usage(cluster, prometheus, [f"http://127.0.0.1:{p}" for p in ports], tmp_path)
         world.ports = ports  # type: ignore[attr-defined]
         try:
             yield world
         finally:
             world.close()
-            cluster.stop_operator_thread()
+            if operator_thread:
+                cluster.stop_operator_thread()
             assert cluster.leaks() == [], "a key leaked into logs, events, status or metadata"
 
 

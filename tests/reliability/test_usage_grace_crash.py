@@ -15,28 +15,17 @@ from pathlib import Path
 import pytest
 
 from apikey_operator.rotation import GRACE_ENDED_EARLY_ANNOTATION
-from apikey_operator.testing.harness import LocalCluster
 from apikey_operator.testing.process import OperatorProcess
-from apikey_operator.testing.prometheus import PrometheusServer
 from apikey_operator.testing.servers import free_port
 from tests.integration.helpers import apikey, policy, store_valid_keys
-from tests.integration.test_usage_grace import NAME, NS, Driver, Usage
+from tests.integration.test_usage_grace import NAME, NS, Driver, Usage, usage_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[Usage]:
-    ports = [free_port(), free_port()]
-    with PrometheusServer(targets=[f"127.0.0.1:{p}" for p in ports]) as prometheus, \
-            LocalCluster(start_operator=False) as cluster:
-        world = Usage(cluster, prometheus, [f"http://127.0.0.1:{p}" for p in ports], tmp_path)
-        world.ports = ports  # type: ignore[attr-defined]
-        try:
-            yield world
-        finally:
-            world.close()
-            assert not cluster.leaks()
+    yield from usage_world(tmp_path, operator_thread=False)
 
 
 def test_a_kill_between_the_halves_of_an_early_end_finishes_the_revoke(world: Usage) -> None:

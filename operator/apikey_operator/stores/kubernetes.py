@@ -147,24 +147,26 @@ class KubernetesStore:
         `unread` (the caller did not read first): the create is the check; an entry that is
         there (ours after a crash, or somebody else's) fails it and is then read afresh.
         """
-        if unread:
-            _check_ref(ref)
-            data = {f"v{document.version}": document.to_json()}
-            if await self._write(ref, None, data,
-                                 _bookkeeping(with_initial(StoreState(), ref, document)),
-                                 taken_ok=True):
+        _check_ref(ref)
+        existing = None if unread else await self._get(ref)
+        taken_ok = unread
+        while True:
+            state = _state_of(existing, ref)
+            check_owner(state, ref, self.location(ref))
+            if state.current is not None:
+                return state.current
+            if state.pending is not None:
+                raise StoreUnavailable(f"store {self.name}: a pending version appeared; "
+                                       "retrying")
+            data = decode_data((existing or {}).get("data"))
+            data[f"v{document.version}"] = document.to_json()
+            if await self._write(ref, existing, data,
+                                 _bookkeeping(with_initial(state, ref, document)),
+                                 taken_ok=taken_ok):
                 return document
-        existing = await self._get(ref, fresh=unread)
-        state = _state_of(existing, ref)
-        check_owner(state, ref, self.location(ref))
-        if state.current is not None:
-            return state.current
-        if state.pending is not None:
-            raise StoreUnavailable(f"store {self.name}: a pending version appeared; retrying")
-        data = decode_data((existing or {}).get("data"))
-        data[f"v{document.version}"] = document.to_json()
-        await self._write(ref, existing, data, _bookkeeping(with_initial(state, ref, document)))
-        return document
+            # Taken: once more from what is there, read afresh (a second 409 is an error).
+            taken_ok = False
+            existing = await self._get(ref, fresh=True)
 
     async def write_pending(self, ref: KeyRef, document: VersionDocument) -> VersionDocument:
         existing = await self._get(ref)
